@@ -1,0 +1,32 @@
+//! The Clerk event model of clerk-sync and the pure decisions made on it.
+//!
+//! Nothing here performs I/O: the ingest and worker crates parse bytes into these types at the
+//! edge and then only handle values that are known to be well formed.
+//!
+//! # Error policy
+//! - Every fallible function returns [`Error`]; causes are kept as `#[source]`, never flattened.
+//! - An error decides its own fate through [`Error::is_retryable`]: decoding errors are about the
+//!   bytes of one event and never get better by retrying, so they are permanent.
+//! - Error messages name the field or event type at fault and never contain personal data.
+
+mod error;
+mod event;
+mod ids;
+mod millis;
+pub mod mirror;
+mod routing;
+mod secret;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod wire;
+
+pub use error::{Error, Result};
+pub use event::{
+    ClerkEvent, EventMeta, Membership, MembershipDeleted, OrgDeleted, Organization, User,
+    UserDeleted, UserStub,
+};
+pub use ids::{EventId, MembershipId, OrgId, UserId};
+pub use millis::Millis;
+pub use routing::{route, Route, Stream, Topics};
+pub use secret::Secret;
+pub use wire::Envelope;

@@ -1,0 +1,412 @@
+//! The upsert decision: given what is stored and an event, what changes.
+//!
+//! [`Mirror`] is the reference model of the three synced tables, in memory. The worker's SQL
+//! implements exactly these rules, and the property tests check both against each other: any
+//! delivery order, with any duplication, ends in the tables Clerk's own order produces.
+//!
+//! The rules:
+//! - Each row's fields carry a [`Version`]; an event replaces them only when its version is
+//!   greater. Versions compare by rank (a deletion placeholder < a stub < Clerk's own object),
+//!   then Clerk's `updated_at`, then the envelope `timestamp`, then the event id: a total order,
+//!   so equal `updated_at` values are settled deterministically (the later envelope wins, then
+//!   the greater Svix message id).
+//! - Deletion of a user or organization is final: `deleted_at` never returns to null, and is the
+//!   earliest deletion time seen. A deleted user's personal data is erased and stays erased,
+//!   whatever arrives later. A deleted organization keeps its last known name and slug.
+//! - A membership row belongs to one (user, organization) pair. Its generation is the
+//!   membership's (`created_at`, `orgmem_…` id): a newer generation (leaving and re-joining)
+//!   replaces the row, an older one changes nothing. Within a generation the version rule holds,
+//!   and `deleted_at` is the earliest of the membership's own deletion and the deletion of its
+//!   user or organization.
+//! - A membership event creates stub rows for its user and organization when they are missing;
+//!   stubs rank below Clerk's own objects, so they never overwrite real data.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::{
+    ClerkEvent, EventId, EventMeta, Membership, MembershipId, Millis, OrgId, Organization, User,
+    UserId, UserStub,
+};
+
+/// Where a row's fields came from. A higher rank always wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rank {
+    /// Created by a deletion that arrived before anything else about the entity.
+    Placeholder = -1,
+    /// Built from the copy of a user or organization that a membership event carries.
+    Stub = 0,
+    /// Clerk's own object from a `user.*` or `organization.*` event.
+    Full = 1,
+}
+
+impl Rank {
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+}
+
+/// The version of a row's fields: compared field by field, in this order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    pub rank: Rank,
+    /// Clerk's `updated_at` (for stubs and placeholders: the envelope timestamp).
+    pub at: Millis,
+    pub event_at: Millis,
+    pub event_id: EventId,
+}
+
+impl Version {
+    pub fn full(updated_at: Millis, meta: &EventMeta) -> Self {
+        Self::new(Rank::Full, updated_at, meta)
+    }
+
+    pub fn stub(at: Millis, meta: &EventMeta) -> Self {
+        Self::new(Rank::Stub, at, meta)
+    }
+
+    pub fn placeholder(meta: &EventMeta) -> Self {
+        Self::new(Rank::Placeholder, meta.timestamp, meta)
+    }
+
+    fn new(rank: Rank, at: Millis, meta: &EventMeta) -> Self {
+        Version {
+            rank,
+            at,
+            event_at: meta.timestamp,
+            event_id: meta.id.clone(),
+        }
+    }
+}
+
+/// A membership's generation: a re-join is a new membership with a later `created_at`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation {
+    pub created_at: Millis,
+    pub id: MembershipId,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserRow {
+    pub clerk_id: UserId,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    pub image_url: Option<String>,
+    pub external_id: Option<String>,
+    pub public_metadata: Value,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub deleted_at: Option<Millis>,
+}
+
+impl UserRow {
+    pub fn from_user(user: &User) -> Self {
+        UserRow {
+            clerk_id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name(),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            username: user.username.clone(),
+            image_url: user.image_url.clone(),
+            external_id: user.external_id.clone(),
+            public_metadata: user.public_metadata.clone(),
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            deleted_at: None,
+        }
+    }
+
+    /// A stub has no Clerk times of its own: the membership event's timestamp stands in.
+    pub fn from_stub(stub: &UserStub, at: Millis) -> Self {
+        UserRow {
+            clerk_id: stub.id.clone(),
+            email: stub.email(),
+            name: stub.name(),
+            first_name: stub.first_name.clone(),
+            last_name: stub.last_name.clone(),
+            username: None,
+            image_url: stub.image_url.clone(),
+            external_id: None,
+            public_metadata: empty_object(),
+            created_at: at,
+            updated_at: at,
+            deleted_at: None,
+        }
+    }
+
+    fn placeholder(id: &UserId, at: Millis) -> Self {
+        let mut row = UserRow::from_stub(
+            &UserStub {
+                id: id.clone(),
+                first_name: None,
+                last_name: None,
+                image_url: None,
+                identifier: None,
+            },
+            at,
+        );
+        row.deleted_at = Some(at);
+        row
+    }
+
+    /// Erasure on deletion: only ids, times and the tombstone remain.
+    fn erase(&mut self) {
+        self.email = None;
+        self.name = None;
+        self.first_name = None;
+        self.last_name = None;
+        self.username = None;
+        self.image_url = None;
+        self.external_id = None;
+        self.public_metadata = empty_object();
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrgRow {
+    pub clerk_id: OrgId,
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub image_url: Option<String>,
+    pub public_metadata: Value,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub deleted_at: Option<Millis>,
+}
+
+impl OrgRow {
+    pub fn from_org(org: &Organization) -> Self {
+        OrgRow {
+            clerk_id: org.id.clone(),
+            name: org.name.clone(),
+            slug: org.slug.clone(),
+            image_url: org.image_url.clone(),
+            public_metadata: org.public_metadata.clone(),
+            created_at: org.created_at,
+            updated_at: org.updated_at,
+            deleted_at: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembershipRow {
+    pub clerk_id: MembershipId,
+    pub user_id: UserId,
+    pub org_id: OrgId,
+    pub role: String,
+    pub permissions: Vec<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub deleted_at: Option<Millis>,
+}
+
+impl MembershipRow {
+    pub fn from_membership(m: &Membership) -> Self {
+        MembershipRow {
+            clerk_id: m.id.clone(),
+            user_id: m.user.id.clone(),
+            org_id: m.org.id.clone(),
+            role: m.role.clone(),
+            permissions: m.permissions.clone(),
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            deleted_at: None,
+        }
+    }
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The three tables, in memory, with the rules above.
+#[derive(Clone, Debug, Default)]
+pub struct Mirror {
+    users: BTreeMap<UserId, (UserRow, Version)>,
+    orgs: BTreeMap<OrgId, (OrgRow, Version)>,
+    memberships: BTreeMap<(UserId, OrgId), (MembershipRow, Generation, Version)>,
+}
+
+impl Mirror {
+    pub fn apply(&mut self, meta: &EventMeta, event: &ClerkEvent) {
+        match event {
+            ClerkEvent::UserUpserted(user) => self.upsert_user(
+                UserRow::from_user(user),
+                Version::full(user.updated_at, meta),
+            ),
+            ClerkEvent::UserDeleted(deleted) => self.delete_user(&deleted.id, meta),
+            ClerkEvent::OrgUpserted(org) => {
+                self.upsert_org(OrgRow::from_org(org), Version::full(org.updated_at, meta))
+            }
+            ClerkEvent::OrgDeleted(deleted) => {
+                self.delete_org(&deleted.id, deleted.slug.clone(), meta)
+            }
+            ClerkEvent::MembershipUpserted(m) => self.upsert_membership(m, None, meta),
+            ClerkEvent::MembershipDeleted(d) => {
+                self.upsert_membership(&d.0, Some(meta.timestamp), meta)
+            }
+            ClerkEvent::Ignored { .. } => {}
+        }
+    }
+
+    pub fn users(&self) -> BTreeMap<UserId, UserRow> {
+        self.users
+            .iter()
+            .map(|(k, (row, _))| (k.clone(), row.clone()))
+            .collect()
+    }
+
+    pub fn orgs(&self) -> BTreeMap<OrgId, OrgRow> {
+        self.orgs
+            .iter()
+            .map(|(k, (row, _))| (k.clone(), row.clone()))
+            .collect()
+    }
+
+    pub fn memberships(&self) -> BTreeMap<(UserId, OrgId), MembershipRow> {
+        self.memberships
+            .iter()
+            .map(|(k, (row, _, _))| (k.clone(), row.clone()))
+            .collect()
+    }
+
+    fn upsert_user(&mut self, mut incoming: UserRow, version: Version) {
+        match self.users.get_mut(&incoming.clerk_id) {
+            None => {
+                self.users
+                    .insert(incoming.clerk_id.clone(), (incoming, version));
+            }
+            Some((row, stored)) if version > *stored => {
+                incoming.deleted_at = row.deleted_at;
+                if incoming.deleted_at.is_some() {
+                    incoming.erase();
+                }
+                *row = incoming;
+                *stored = version;
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn delete_user(&mut self, id: &UserId, meta: &EventMeta) {
+        let at = meta.timestamp;
+        match self.users.get_mut(id) {
+            None => {
+                self.users.insert(
+                    id.clone(),
+                    (UserRow::placeholder(id, at), Version::placeholder(meta)),
+                );
+            }
+            Some((row, _)) => {
+                row.deleted_at = earliest(row.deleted_at, Some(at));
+                row.erase();
+            }
+        }
+        for (row, _, _) in self
+            .memberships
+            .values_mut()
+            .filter(|(r, _, _)| &r.user_id == id)
+        {
+            row.deleted_at = earliest(row.deleted_at, Some(at));
+        }
+    }
+
+    fn upsert_org(&mut self, mut incoming: OrgRow, version: Version) {
+        match self.orgs.get_mut(&incoming.clerk_id) {
+            None => {
+                self.orgs
+                    .insert(incoming.clerk_id.clone(), (incoming, version));
+            }
+            Some((row, stored)) if version > *stored => {
+                incoming.deleted_at = row.deleted_at;
+                *row = incoming;
+                *stored = version;
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn delete_org(&mut self, id: &OrgId, slug: Option<String>, meta: &EventMeta) {
+        let at = meta.timestamp;
+        match self.orgs.get_mut(id) {
+            None => {
+                let row = OrgRow {
+                    clerk_id: id.clone(),
+                    name: None,
+                    slug,
+                    image_url: None,
+                    public_metadata: empty_object(),
+                    created_at: at,
+                    updated_at: at,
+                    deleted_at: Some(at),
+                };
+                self.orgs
+                    .insert(id.clone(), (row, Version::placeholder(meta)));
+            }
+            Some((row, _)) => row.deleted_at = earliest(row.deleted_at, Some(at)),
+        }
+        for (row, _, _) in self
+            .memberships
+            .values_mut()
+            .filter(|(r, _, _)| &r.org_id == id)
+        {
+            row.deleted_at = earliest(row.deleted_at, Some(at));
+        }
+    }
+
+    fn upsert_membership(&mut self, m: &Membership, deleted_at: Option<Millis>, meta: &EventMeta) {
+        self.upsert_org(
+            OrgRow::from_org(&m.org),
+            Version::stub(m.org.updated_at, meta),
+        );
+        self.upsert_user(
+            UserRow::from_stub(&m.user, meta.timestamp),
+            Version::stub(meta.timestamp, meta),
+        );
+        let cascaded = [
+            deleted_at,
+            self.orgs.get(&m.org.id).and_then(|(o, _)| o.deleted_at),
+            self.users.get(&m.user.id).and_then(|(u, _)| u.deleted_at),
+        ]
+        .into_iter()
+        .fold(None, earliest);
+
+        let mut incoming = MembershipRow::from_membership(m);
+        incoming.deleted_at = cascaded;
+        let generation = Generation {
+            created_at: m.created_at,
+            id: m.id.clone(),
+        };
+        let version = Version::full(m.updated_at, meta);
+        let key = (m.user.id.clone(), m.org.id.clone());
+        match self.memberships.get_mut(&key) {
+            None => {
+                self.memberships
+                    .insert(key, (incoming, generation, version));
+            }
+            Some(entry) if generation > entry.1 => *entry = (incoming, generation, version),
+            Some((row, stored_generation, stored)) if generation == *stored_generation => {
+                let deleted_at = earliest(row.deleted_at, cascaded);
+                if version > *stored {
+                    *row = incoming;
+                    *stored = version;
+                }
+                row.deleted_at = deleted_at;
+            }
+            Some(_) => {}
+        }
+    }
+}

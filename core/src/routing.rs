@@ -1,0 +1,144 @@
+use serde_json::{Map, Value};
+
+use crate::{Envelope, Error, Result};
+
+/// The stream (Kafka topic role) an event belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Users,
+    Organizations,
+    Memberships,
+    /// Types the sync does not mirror.
+    Other,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Users => "users",
+            Stream::Organizations => "organizations",
+            Stream::Memberships => "memberships",
+            Stream::Other => "other",
+        }
+    }
+}
+
+/// Where ingest publishes an event: the stream and the record key that keeps one entity's
+/// events in one partition, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub stream: Stream,
+    /// `None` for [`Stream::Other`], whose events have no entity to order by.
+    pub key: Option<String>,
+}
+
+fn str_at<'a>(data: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(data.get(*first)?, |v, p| v.get(p))
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Decides topic and key from the envelope alone, without decoding the whole event.
+pub fn route(envelope: &Envelope) -> Result<Route> {
+    let family = envelope
+        .event_type
+        .split_once('.')
+        .map_or("", |(family, _)| family);
+    let data = &envelope.data;
+    let missing = |field| Error::MissingField {
+        event_type: envelope.event_type.clone(),
+        field,
+    };
+    let synced = matches!(
+        envelope
+            .event_type
+            .rsplit_once('.')
+            .map(|(_, action)| action),
+        Some("created" | "updated" | "deleted")
+    );
+    let (stream, key) = match family {
+        "user" if synced => (
+            Stream::Users,
+            str_at(data, &["id"])
+                .ok_or_else(|| missing("data.id"))?
+                .to_owned(),
+        ),
+        "organization" if synced => (
+            Stream::Organizations,
+            str_at(data, &["id"])
+                .ok_or_else(|| missing("data.id"))?
+                .to_owned(),
+        ),
+        "organizationMembership" if synced => {
+            let org = str_at(data, &["organization", "id"])
+                .ok_or_else(|| missing("data.organization.id"))?;
+            let user = str_at(data, &["public_user_data", "user_id"])
+                .ok_or_else(|| missing("data.public_user_data.user_id"))?;
+            (Stream::Memberships, format!("{org}:{user}"))
+        }
+        _ => {
+            return Ok(Route {
+                stream: Stream::Other,
+                key: None,
+            })
+        }
+    };
+    Ok(Route {
+        stream,
+        key: Some(key),
+    })
+}
+
+/// Topic names for each stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    pub users: String,
+    pub organizations: String,
+    pub memberships: String,
+    /// Events of types the sync ignores are published here only when it is set.
+    pub other: Option<String>,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            users: "clerk.users".to_owned(),
+            organizations: "clerk.organizations".to_owned(),
+            memberships: "clerk.memberships".to_owned(),
+            other: None,
+        }
+    }
+}
+
+impl Topics {
+    pub fn for_stream(&self, stream: Stream) -> Option<&str> {
+        match stream {
+            Stream::Users => Some(&self.users),
+            Stream::Organizations => Some(&self.organizations),
+            Stream::Memberships => Some(&self.memberships),
+            Stream::Other => self.other.as_deref(),
+        }
+    }
+
+    /// The topics the worker consumes.
+    pub fn synced(&self) -> Vec<String> {
+        vec![
+            self.users.clone(),
+            self.organizations.clone(),
+            self.memberships.clone(),
+        ]
+    }
+
+    /// The same topics with a prefix: separate topic sets per environment or test.
+    pub fn with_prefix(prefix: &str) -> Self {
+        let base = Topics::default();
+        Topics {
+            users: format!("{prefix}{}", base.users),
+            organizations: format!("{prefix}{}", base.organizations),
+            memberships: format!("{prefix}{}", base.memberships),
+            other: None,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Every answer other than success: a status and `{"error": code, "message": text}`.
+/// Internals are logged where they happen, never sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// A signature header is missing or malformed.
+    MissingSignature(&'static str),
+    /// No configured secret produces any of the given signatures.
+    BadSignature,
+    /// `svix-timestamp` is outside the tolerance window.
+    Stale,
+    TooLarge {
+        limit: usize,
+    },
+    /// Verified, but not a Clerk event envelope (or a synced event without its entity id).
+    BadPayload(String),
+    /// The broker did not take the record in time: Svix will retry.
+    Unavailable {
+        retry_after: Duration,
+    },
+}
+
+impl ApiError {
+    /// The `outcome` label for metrics and logs.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::MissingSignature(_) | ApiError::BadSignature => "bad_signature",
+            ApiError::Stale => "stale",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::BadPayload(_) => "bad_payload",
+            ApiError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            ApiError::MissingSignature(header) => (
+                StatusCode::UNAUTHORIZED,
+                "missing_signature",
+                format!("missing or malformed {header} header (svix-* or webhook-*)"),
+            ),
+            ApiError::BadSignature => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                "no configured signing secret matches the signature".to_owned(),
+            ),
+            ApiError::Stale => (
+                StatusCode::UNAUTHORIZED,
+                "stale_timestamp",
+                "the signature timestamp is outside the accepted window".to_owned(),
+            ),
+            ApiError::TooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body exceeds {limit} bytes"),
+            ),
+            ApiError::BadPayload(reason) => (
+                StatusCode::BAD_REQUEST,
+                "bad_payload",
+                format!("not a Clerk event envelope: {reason}"),
+            ),
+            ApiError::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the event could not be stored right now; retry later".to_owned(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let mut response =
+            (status, Json(json!({"error": code, "message": message}))).into_response();
+        if let ApiError::Unavailable { retry_after } = self {
+            if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,30 @@
+/// Failures of the ingest library (start-up and publishing).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("signing secret number {index} is not a valid Svix secret (expected `whsec_` followed by base64)")]
+    InvalidSecret {
+        index: usize,
+        #[source]
+        source: svix::webhooks::WebhookError,
+    },
+    #[error("no signing secret configured")]
+    NoSecret,
+    #[error("Kafka error")]
+    Kafka(#[source] rdkafka::error::KafkaError),
+    #[error("the broker did not acknowledge the record within {0:?}")]
+    PublishTimeout(std::time::Duration),
+    #[error("I/O error")]
+    Io(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Broker trouble passes; configuration mistakes do not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Kafka(_) | Error::PublishTimeout(_) | Error::Io(_)
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

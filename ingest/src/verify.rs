@@ -1,0 +1,238 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use clerk_sync_core::Secret;
+use svix::webhooks::{Webhook, WebhookError};
+
+use crate::{ApiError, Error, Result};
+
+/// Checks Svix signatures against every configured secret (rotation) and the timestamp window.
+pub struct Verifier {
+    webhooks: Vec<Webhook>,
+    tolerance: Duration,
+}
+
+impl Verifier {
+    pub fn new(secrets: &[Secret], tolerance: Duration) -> Result<Self> {
+        if secrets.is_empty() {
+            return Err(Error::NoSecret);
+        }
+        let webhooks = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Webhook::new(s.expose()).map_err(|source| Error::InvalidSecret {
+                    index: i + 1,
+                    source,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Verifier {
+            webhooks,
+            tolerance,
+        })
+    }
+}
+
+/// A request as received: nothing about it may be trusted or published yet.
+pub struct UnverifiedWebhook {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A request whose signature and timestamp were checked. Only [`UnverifiedWebhook::verify`]
+/// makes one, so nothing unverified can reach the publisher.
+#[derive(Debug, Clone)]
+pub struct VerifiedWebhook {
+    id: String,
+    timestamp: String,
+    body: Bytes,
+}
+
+impl VerifiedWebhook {
+    /// The Svix message id: the event's identity, stable across retries.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `svix-timestamp` as sent (unix seconds).
+    pub fn timestamp(&self) -> &str {
+        &self.timestamp
+    }
+
+    /// The exact bytes that were verified.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, svix: &str, standard: &str) -> Option<&'a str> {
+    headers
+        .get(svix)
+        .or_else(|| headers.get(standard))
+        .and_then(|v| v.to_str().ok())
+}
+
+impl UnverifiedWebhook {
+    pub fn new(headers: HeaderMap, body: Bytes) -> Self {
+        UnverifiedWebhook { headers, body }
+    }
+
+    pub fn verify(self, verifier: &Verifier) -> Result<VerifiedWebhook, ApiError> {
+        self.verify_at(verifier, SystemTime::now())
+    }
+
+    /// `now` is a parameter so that tests can verify old fixtures with a fixed clock.
+    pub fn verify_at(
+        self,
+        verifier: &Verifier,
+        now: SystemTime,
+    ) -> Result<VerifiedWebhook, ApiError> {
+        let mut first_error = None;
+        let matched = verifier.webhooks.iter().any(|webhook| {
+            match webhook.verify_ignoring_timestamp(&self.body, &self.headers) {
+                Ok(()) => true,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    false
+                }
+            }
+        });
+        if !matched {
+            return Err(match first_error {
+                Some(WebhookError::MissingHeader(h) | WebhookError::InvalidHeader(h)) => {
+                    ApiError::MissingSignature(header_name(h))
+                }
+                Some(WebhookError::InvalidTimestamp) => {
+                    ApiError::MissingSignature("svix-timestamp")
+                }
+                _ => ApiError::BadSignature,
+            });
+        }
+        // The svix crate's own window is fixed at five minutes; ours is configurable.
+        let id = header(&self.headers, "svix-id", "webhook-id").unwrap_or_default();
+        let timestamp =
+            header(&self.headers, "svix-timestamp", "webhook-timestamp").unwrap_or_default();
+        let sent: u64 = timestamp
+            .parse()
+            .map_err(|_| ApiError::MissingSignature("svix-timestamp"))?;
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now.abs_diff(sent) > verifier.tolerance.as_secs() {
+            return Err(ApiError::Stale);
+        }
+        Ok(VerifiedWebhook {
+            id: id.to_owned(),
+            timestamp: timestamp.to_owned(),
+            body: self.body,
+        })
+    }
+}
+
+fn header_name(which: &str) -> &'static str {
+    match which {
+        "id" => "svix-id",
+        "timestamp" => "svix-timestamp",
+        _ => "svix-signature",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn svix_vector() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "svix-id",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek".parse().expect("valid"),
+        );
+        headers.insert("svix-timestamp", "1614265330".parse().expect("valid"));
+        headers.insert(
+            "svix-signature",
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+                .parse()
+                .expect("valid"),
+        );
+        headers
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn verifier(secrets: &[&str]) -> Verifier {
+        let secrets: Vec<Secret> = secrets.iter().map(|s| Secret::new(*s)).collect();
+        Verifier::new(&secrets, Duration::from_secs(300)).expect("valid secrets")
+    }
+
+    #[test]
+    fn svix_published_test_vector_verifies() {
+        let body = Bytes::from_static(br#"{"test": 2432232314}"#);
+        let verified = UnverifiedWebhook::new(svix_vector(), body)
+            .verify_at(&verifier(&[SVIX_SECRET]), at(1_614_265_330))
+            .expect("verifies");
+        assert_eq!(verified.id(), "msg_p5jXN8AQM9LWM0D4loKWxJek");
+    }
+
+    #[test]
+    fn any_of_several_secrets_verifies_during_rotation() {
+        let body = Bytes::from_static(br#"{"test": 2432232314}"#);
+        let other = "whsec_Y2xlcmstc3luYy10ZXN0LXNlY3JldCEh";
+        UnverifiedWebhook::new(svix_vector(), body)
+            .verify_at(&verifier(&[other, SVIX_SECRET]), at(1_614_265_330))
+            .expect("second secret verifies");
+    }
+
+    #[test]
+    fn a_flipped_body_byte_is_a_bad_signature() {
+        let body = Bytes::from_static(br#"{"test": 2432232315}"#);
+        let err = UnverifiedWebhook::new(svix_vector(), body)
+            .verify_at(&verifier(&[SVIX_SECRET]), at(1_614_265_330))
+            .expect_err("rejected");
+        assert_eq!(err, ApiError::BadSignature);
+    }
+
+    #[test]
+    fn a_timestamp_six_minutes_old_is_stale() {
+        let body = Bytes::from_static(br#"{"test": 2432232314}"#);
+        let err = UnverifiedWebhook::new(svix_vector(), body)
+            .verify_at(&verifier(&[SVIX_SECRET]), at(1_614_265_330 + 360))
+            .expect_err("rejected");
+        assert_eq!(err, ApiError::Stale);
+    }
+
+    #[test]
+    fn standard_webhooks_header_names_are_accepted() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in svix_vector().iter() {
+            let standard = name.as_str().replace("svix-", "webhook-");
+            headers.insert(
+                axum::http::HeaderName::from_bytes(standard.as_bytes()).expect("valid"),
+                value.clone(),
+            );
+        }
+        let body = Bytes::from_static(br#"{"test": 2432232314}"#);
+        UnverifiedWebhook::new(headers, body)
+            .verify_at(&verifier(&[SVIX_SECRET]), at(1_614_265_330))
+            .expect("verifies");
+    }
+
+    #[test]
+    fn a_missing_signature_header_is_named() {
+        let mut headers = svix_vector();
+        headers.remove("svix-signature");
+        let err = UnverifiedWebhook::new(headers, Bytes::from_static(b"{}"))
+            .verify_at(&verifier(&[SVIX_SECRET]), at(1_614_265_330))
+            .expect_err("rejected");
+        assert_eq!(err, ApiError::MissingSignature("svix-signature"));
+    }
+
+    #[test]
+    fn an_invalid_secret_fails_at_start_up() {
+        let err = Verifier::new(&[Secret::new("whsec_%%%")], Duration::from_secs(300));
+        assert!(matches!(err, Err(Error::InvalidSecret { index: 1, .. })));
+    }
+}

@@ -1,0 +1,199 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use clerk_sync_core::{Secret, Topics};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// Kafka connection settings shared by every role.
+#[derive(Clone, Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "localhost:9092"
+    )]
+    pub brokers: String,
+    /// Extra librdkafka properties, KEY=VALUE, comma-separated (TLS, SASL, linger.ms…).
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    pub options: Vec<(String, String)>,
+}
+
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{raw}`")),
+    }
+}
+
+/// Topic names.
+#[derive(Clone, Debug, Args)]
+pub struct TopicArgs {
+    /// Topic for user.* events.
+    #[arg(long, env = "TOPIC_USERS", default_value = "clerk.users")]
+    pub topic_users: String,
+    /// Topic for organization.* events.
+    #[arg(
+        long,
+        env = "TOPIC_ORGANIZATIONS",
+        default_value = "clerk.organizations"
+    )]
+    pub topic_organizations: String,
+    /// Topic for organizationMembership.* events.
+    #[arg(long, env = "TOPIC_MEMBERSHIPS", default_value = "clerk.memberships")]
+    pub topic_memberships: String,
+    /// Topic for event types the sync ignores; unset: they are acknowledged and dropped.
+    #[arg(long, env = "TOPIC_OTHER")]
+    pub topic_other: Option<String>,
+}
+
+impl TopicArgs {
+    pub fn topics(&self) -> Topics {
+        Topics {
+            users: self.topic_users.clone(),
+            organizations: self.topic_organizations.clone(),
+            memberships: self.topic_memberships.clone(),
+            other: self.topic_other.clone().filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// The database.
+#[derive(Clone, Debug, Args)]
+pub struct DatabaseArgs {
+    /// Postgres URL (postgres://user:password@host:port/db?sslmode=require).
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+    /// Maximum connections in the pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    pub async fn connect(&self) -> Result<PgPool> {
+        let options: PgConnectOptions = self
+            .database_url
+            .expose()
+            .parse()
+            .context("DATABASE_URL: expected a postgres:// URL")?;
+        PgPoolOptions::new()
+            .max_connections(self.database_max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .context("DATABASE_URL: cannot connect to the database")
+    }
+}
+
+/// `clerk-sync ingest`.
+#[derive(Clone, Debug, Args)]
+pub struct IngestArgs {
+    /// HTTP address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Clerk's signing secret(s) (whsec_…); several, separated by spaces or commas, during rotation.
+    #[arg(
+        long = "webhook-secret",
+        env = "CLERK_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<Secret>,
+    /// Accepted distance between svix-timestamp and now, in seconds.
+    #[arg(long, env = "WEBHOOK_TOLERANCE_SECS", default_value_t = 300)]
+    pub webhook_tolerance_secs: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "WEBHOOK_BODY_LIMIT", default_value_t = 256 * 1024)]
+    pub webhook_body_limit: usize,
+    /// How long to wait for the broker's acknowledgement before answering 503, in milliseconds.
+    #[arg(long, env = "PUBLISH_DEADLINE_MS", default_value_t = 5000)]
+    pub publish_deadline_ms: u64,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+}
+
+impl IngestArgs {
+    /// Splits the secret setting; fails when none is usable.
+    pub fn secrets(&self) -> Result<Vec<Secret>> {
+        let Some(raw) = &self.webhook_secret else {
+            bail!("CLERK_WEBHOOK_SECRET is not set: expected the endpoint's signing secret (whsec_…) from the Clerk dashboard");
+        };
+        let secrets: Vec<Secret> = raw
+            .expose()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .collect();
+        if secrets.is_empty() {
+            bail!(
+                "CLERK_WEBHOOK_SECRET is empty: expected the endpoint's signing secret (whsec_…)"
+            );
+        }
+        Ok(secrets)
+    }
+
+    pub fn publish_deadline(&self) -> Result<Duration> {
+        if self.publish_deadline_ms == 0 || self.publish_deadline_ms >= 15_000 {
+            bail!("PUBLISH_DEADLINE_MS: expected 1..15000 (Svix gives up on a request after 15 s), got {}", self.publish_deadline_ms);
+        }
+        Ok(Duration::from_millis(self.publish_deadline_ms))
+    }
+}
+
+/// `clerk-sync worker`.
+#[derive(Clone, Debug, Args)]
+pub struct WorkerArgs {
+    /// HTTP address for /healthz and /readyz.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+    /// Consumer group id.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "clerk-sync")]
+    pub group_id: String,
+    /// Largest batch, in records.
+    #[arg(long, env = "BATCH_MAX", default_value_t = 500)]
+    pub batch_max: usize,
+    /// How long a batch waits for more records after its first, in milliseconds.
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 50)]
+    pub batch_linger_ms: u64,
+    /// Consumer session timeout, in milliseconds: how soon a dead worker's partitions move.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub session_timeout_ms: u64,
+    /// Do not apply migrations at start-up (run `clerk-sync migrate` separately).
+    #[arg(long, env = "SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
+    /// Identifies this worker in logs (default: host name and process id).
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+}
+
+impl WorkerArgs {
+    pub fn worker_config(&self) -> Result<clerk_sync_worker::WorkerConfig> {
+        if self.batch_max == 0 {
+            bail!("BATCH_MAX: expected at least 1");
+        }
+        let worker_id = self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
+            format!("{host}-{}", std::process::id())
+        });
+        Ok(clerk_sync_worker::WorkerConfig {
+            brokers: self.kafka.brokers.clone(),
+            group_id: self.group_id.clone(),
+            topics: self.topics.topics().synced(),
+            batch_max: self.batch_max,
+            batch_linger: Duration::from_millis(self.batch_linger_ms),
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+            kafka_options: self.kafka.options.clone(),
+            worker_id,
+        })
+    }
+}

@@ -1,0 +1,277 @@
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use clap::Args;
+use clerk_sync_core::Secret;
+use clerk_sync_worker::{Health, Worker};
+use rand::RngCore;
+use sqlx::{PgPool, Row};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{DatabaseArgs, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
+use crate::local::{TansuBroker, TempPostgres};
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// HTTP address for the webhook endpoint.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Post a set of signed sample events and print the synced rows.
+    #[arg(long)]
+    pub demo: bool,
+    /// Use this database instead of a throwaway cluster.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Use this broker instead of a local tansu.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// Signing secret to accept; generated when unset.
+    #[arg(
+        long = "webhook-secret",
+        env = "CLERK_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<Secret>,
+}
+
+const DEMO_FIXTURES: &[(&str, &[u8])] = &[
+    (
+        "organization.created",
+        include_bytes!("../../tests/fixtures/organization.created.json"),
+    ),
+    (
+        "user.created",
+        include_bytes!("../../tests/fixtures/user.created.json"),
+    ),
+    (
+        "organizationMembership.created",
+        include_bytes!("../../tests/fixtures/organizationMembership.created.json"),
+    ),
+    (
+        "user.updated",
+        include_bytes!("../../tests/fixtures/user.updated.json"),
+    ),
+    (
+        "session.created",
+        include_bytes!("../../tests/fixtures/session.created.json"),
+    ),
+];
+
+pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
+    // Owned here so that they stop when this function returns, whatever the path.
+    let mut _postgres = None;
+    let database_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => {
+            eprintln!("starting a throwaway Postgres…");
+            let pg = tokio::task::spawn_blocking(TempPostgres::start).await??;
+            let url = Secret::new(pg.url());
+            _postgres = Some(pg);
+            url
+        }
+    };
+    let mut _broker = None;
+    let mut kafka = KafkaArgs {
+        brokers: String::new(),
+        options: vec![],
+    };
+    match &args.brokers {
+        Some(brokers) => kafka.brokers = brokers.clone(),
+        None => {
+            eprintln!("starting a local tansu broker…");
+            let broker = TansuBroker::start().await?;
+            kafka.brokers = broker.brokers();
+            _broker = Some(broker);
+        }
+    }
+    let secret = match &args.webhook_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            let mut key = [0u8; 24];
+            rand::rng().fill_bytes(&mut key);
+            Secret::new(format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            ))
+        }
+    };
+    let topics = TopicArgs {
+        topic_users: "clerk.users".to_owned(),
+        topic_organizations: "clerk.organizations".to_owned(),
+        topic_memberships: "clerk.memberships".to_owned(),
+        topic_other: None,
+    };
+    crate::topics::ensure_topics(
+        &kafka.brokers,
+        &kafka.options,
+        &topics.topics().synced(),
+        3,
+        1,
+    )
+    .await?;
+
+    let database = DatabaseArgs {
+        database_url: database_url.clone(),
+        database_max_connections: 10,
+    };
+    let pool = database.connect().await?;
+    clerk_sync_worker::migrate(&pool)
+        .await
+        .context("applying migrations")?;
+
+    let ingest_args = IngestArgs {
+        listen: args.listen,
+        webhook_secret: Some(secret.clone()),
+        webhook_tolerance_secs: 300,
+        webhook_body_limit: 256 * 1024,
+        publish_deadline_ms: 5000,
+        kafka: producer_kafka(&kafka, args.brokers.is_none()),
+        topics: topics.clone(),
+    };
+    let state = super::ingest::build(&ingest_args).await?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "--listen: cannot listen on {} (choose another with --listen)",
+            args.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let ingest = tokio::spawn(clerk_sync_ingest::serve(listener, state, cancel.clone()));
+
+    let worker_args = WorkerArgs {
+        listen: "127.0.0.1:0".parse()?,
+        group_id: "clerk-sync".to_owned(),
+        batch_max: 500,
+        batch_linger_ms: 50,
+        session_timeout_ms: 6000,
+        skip_migrations: true,
+        worker_id: Some("dev".to_owned()),
+        database,
+        kafka: kafka.clone(),
+        topics,
+    };
+    let worker = Worker::new(
+        worker_args.worker_config()?,
+        pool.clone(),
+        Health::new(pool.clone()),
+    )?;
+    let worker_cancel = cancel.clone();
+    let worker = tokio::spawn(async move { worker.run(worker_cancel).await });
+
+    println!();
+    println!("clerk-sync dev is running");
+    println!("  webhook URL:    http://{addr}/webhooks/clerk");
+    println!("  signing secret: {}", secret.expose());
+    println!("  database:       {}", database_url.expose());
+    println!("  kafka brokers:  {}", kafka.brokers);
+    println!("Press Ctrl-C to stop.");
+
+    if args.demo {
+        if let Err(e) = demo(addr, &secret, &pool).await {
+            eprintln!("demo failed: {e:#}");
+        }
+    }
+
+    cancel.cancelled().await;
+    eprintln!("stopping…");
+    let _ = ingest.await;
+    match worker.await {
+        Ok(Err(e)) => eprintln!("worker: {e}"),
+        Err(e) => eprintln!("worker task: {e}"),
+        Ok(Ok(())) => {}
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// tansu answers batched produce requests slowly (see README): with the local broker, ingest
+/// sends each record at once.
+fn producer_kafka(kafka: &KafkaArgs, local_tansu: bool) -> KafkaArgs {
+    let mut kafka = kafka.clone();
+    if local_tansu {
+        kafka.options.push(("linger.ms".to_owned(), "0".to_owned()));
+    }
+    kafka
+}
+
+async fn demo(addr: SocketAddr, secret: &Secret, pool: &PgPool) -> Result<()> {
+    let webhook = svix::webhooks::Webhook::new(secret.expose())?;
+    let client = reqwest::Client::new();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+    for (i, (name, body)) in DEMO_FIXTURES.iter().enumerate() {
+        let id = format!("msg_demo{i:04}{now}");
+        let signature = webhook.sign(&id, now, body)?;
+        let response = client
+            .post(format!("http://{addr}/webhooks/clerk"))
+            .header("svix-id", &id)
+            .header("svix-timestamp", now.to_string())
+            .header("svix-signature", signature)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await?;
+        println!(
+            "posted {name:<32} -> {} {}",
+            response.status().as_u16(),
+            response.text().await?
+        );
+    }
+    // The last synced event posted is the user.updated: wait until the worker has applied it.
+    let last_user_event = format!("msg_demo{:04}{now}", 3);
+    let started = Instant::now();
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE sync_event_id = $1")
+            .bind(&last_user_event)
+            .fetch_one(pool)
+            .await?;
+        if done > 0 || started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("\nusers:");
+    for row in sqlx::query("SELECT clerk_id, email, name, username, deleted_at::text AS deleted FROM users ORDER BY clerk_id")
+        .fetch_all(pool)
+        .await?
+    {
+        println!(
+            "  {} email={:?} name={:?} username={:?} deleted_at={:?}",
+            row.get::<String, _>("clerk_id"),
+            row.get::<Option<String>, _>("email"),
+            row.get::<Option<String>, _>("name"),
+            row.get::<Option<String>, _>("username"),
+            row.get::<Option<String>, _>("deleted"),
+        );
+    }
+    println!("organizations:");
+    for row in sqlx::query("SELECT clerk_id, name, slug FROM organizations ORDER BY clerk_id")
+        .fetch_all(pool)
+        .await?
+    {
+        println!(
+            "  {} name={:?} slug={:?}",
+            row.get::<String, _>("clerk_id"),
+            row.get::<Option<String>, _>("name"),
+            row.get::<Option<String>, _>("slug"),
+        );
+    }
+    println!("org_memberships:");
+    for row in sqlx::query(
+        "SELECT m.clerk_id, u.clerk_id AS user_clerk_id, m.org_id, m.role FROM org_memberships m JOIN users u ON u.id = m.user_id ORDER BY m.clerk_id",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        println!(
+            "  {} user={} org={} role={}",
+            row.get::<String, _>("clerk_id"),
+            row.get::<String, _>("user_clerk_id"),
+            row.get::<String, _>("org_id"),
+            row.get::<String, _>("role"),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clerk_sync_ingest::{AppState, Publisher, Verifier};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::IngestArgs;
+
+/// Builds everything from the arguments, failing on the first bad setting.
+pub async fn build(args: &IngestArgs) -> Result<AppState> {
+    let secrets = args.secrets()?;
+    let verifier = Verifier::new(&secrets, Duration::from_secs(args.webhook_tolerance_secs))
+        .context("CLERK_WEBHOOK_SECRET")?;
+    let publisher = Publisher::new(
+        &args.kafka.brokers,
+        &args.kafka.options,
+        args.publish_deadline()?,
+    )
+    .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")?;
+    Ok(AppState {
+        verifier: Arc::new(verifier),
+        publisher,
+        topics: Arc::new(args.topics.topics()),
+        body_limit: args.webhook_body_limit,
+    })
+}
+
+pub async fn run(args: IngestArgs, cancel: CancellationToken) -> Result<()> {
+    let state = build(&args).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("LISTEN_ADDR: cannot listen on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "ingest listening on /webhooks/clerk");
+    clerk_sync_ingest::serve(listener, state, cancel).await?;
+    tracing::info!("ingest stopped");
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Command-line interface: every setting is a flag with an environment variable.
+
+mod args;
+mod dev;
+mod ingest;
+mod migrate;
+mod shutdown;
+mod topics;
+mod worker;
+
+use clap::{Parser, Subcommand};
+
+pub use args::{DatabaseArgs, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
+pub use shutdown::shutdown_token;
+
+use crate::logging::LogFormat;
+
+/// Keeps your Postgres tables in step with Clerk, through Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "clerk-sync", version, about)]
+pub struct Cli {
+    /// Log format (filter with RUST_LOG).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the webhook endpoint: verify, publish to Kafka, answer after the broker's ack.
+    Ingest(IngestArgs),
+    /// Consume Clerk events from Kafka and apply them to Postgres.
+    Worker(WorkerArgs),
+    /// Apply the database migrations (the table contract) and exit.
+    Migrate(DatabaseArgs),
+    /// Kafka topic administration.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+    /// Run the whole pipeline locally: broker, Postgres, migrations, ingest and worker.
+    Dev(dev::DevArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Ingest(args) => ingest::run(args, shutdown_token()).await,
+        Command::Worker(args) => worker::run(args, shutdown_token()).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Topics(command) => topics::run(command).await,
+        Command::Dev(args) => dev::run(args, shutdown_token()).await,
+    }
+}

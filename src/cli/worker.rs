@@ -1,0 +1,34 @@
+use anyhow::{Context, Result};
+use clerk_sync_worker::{health_router, Health, Worker};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::WorkerArgs;
+
+pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
+    let config = args.worker_config()?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("LISTEN_ADDR: cannot listen on {}", args.listen))?;
+    let pool = args.database.connect().await?;
+    if !args.skip_migrations {
+        clerk_sync_worker::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+    }
+    let health = Health::new(pool.clone());
+    let worker = Worker::new(config, pool, health.clone())
+        .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create the consumer")?;
+
+    let server_cancel = cancel.child_token();
+    let shutdown = server_cancel.clone().cancelled_owned();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, health_router(health))
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    let result = worker.run(cancel.clone()).await;
+    server_cancel.cancel();
+    let _ = server.await;
+    result.context("worker stopped on an error")
+}

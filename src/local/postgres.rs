@@ -1,0 +1,169 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tempfile::TempDir;
+
+use super::free_port;
+
+/// A temporary Postgres cluster on 127.0.0.1, removed on drop.
+pub struct TempPostgres {
+    dir: TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres_user: bool,
+}
+
+const INSTALL_HINT: &str = "no PostgreSQL server binaries (initdb, pg_ctl) found: install them \
+     (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@15) or set \
+     DATABASE_URL to an existing database";
+
+fn find_bin_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("PG_BIN_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|p| p.join("initdb").is_file() && p.join("pg_ctl").is_file())
+    });
+    on_path.or_else(|| {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").is_file())
+            .collect();
+        versions.sort();
+        versions.pop()
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl TempPostgres {
+    /// initdb + pg_ctl start on a free port. Postgres refuses to run as root, so as root it runs
+    /// as the `postgres` system user.
+    pub fn start() -> Result<Self> {
+        let bin = find_bin_dir().context(INSTALL_HINT)?;
+        let as_postgres_user = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("clerk-sync-pg-")
+            .tempdir()?;
+        if as_postgres_user {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path()))
+            .context("as root, the cluster must belong to the `postgres` user")?;
+        }
+        let data = dir.path().join("data");
+        let mut pg = TempPostgres {
+            dir,
+            bin,
+            port: 0,
+            as_postgres_user,
+        };
+        run(pg
+            .command("initdb")
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data))
+        .context("initdb failed")?;
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let options = format!(
+                "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+            );
+            let log = pg.dir.path().join("postgres.log");
+            let started = run(pg
+                .command("pg_ctl")
+                .args(["-w", "-t", "30", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-o", &options, "start"]));
+            match started {
+                Ok(()) => {
+                    pg.port = port;
+                    return Ok(pg);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("could not start postgres")))
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// A URL for the `postgres` database as superuser.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server (fast shutdown); used by fault tests to simulate an outage.
+    pub fn stop(&self) -> Result<()> {
+        run(self
+            .command("pg_ctl")
+            .args(["-w", "-m", "fast", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop"))
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let started = Instant::now();
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{:?} failed after {:?}: {}",
+            command.get_program(),
+            started.elapsed(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

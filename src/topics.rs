@@ -1,0 +1,41 @@
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Creates the topics that do not exist yet; existing ones are left as they are.
+pub async fn ensure_topics(
+    brokers: &str,
+    options: &[(String, String)],
+    names: &[String],
+    partitions: i32,
+    replication: i32,
+) -> Result<()> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (k, v) in options {
+        config.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .context("KAFKA_BROKERS: cannot create a Kafka admin client")?;
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&topics, &opts)
+        .await
+        .context("creating topics")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}

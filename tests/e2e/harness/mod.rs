@@ -1,0 +1,46 @@
+//! Test harness: a real Postgres and a real Kafka-protocol broker, one database and one set of
+//! topics and consumer group per test, and the real `clerk-sync` binary as child processes.
+//!
+//! `DATABASE_URL` / `KAFKA_BROKERS` point the tests at running servers (scripts/test starts
+//! them once for the whole run); without them each test starts its own throwaway ones.
+
+pub mod db;
+pub mod kafka;
+pub mod process;
+pub mod signing;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use db::TestDb;
+pub use kafka::TestKafka;
+pub use process::{Ingest, WorkerProcess};
+pub use signing::{fixture, signed_post, TEST_SECRET};
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`. A bounded wait, not a
+/// timing assertion.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A unique, short suffix for names of databases, topics and groups.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}

@@ -1,0 +1,131 @@
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clerk_sync::local::free_port;
+use tokio::process::{Child, Command};
+
+use super::{eventually, TestDb, TestKafka, TEST_SECRET};
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clerk-sync"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+fn topic_env(command: &mut Command, kafka: &TestKafka) {
+    command
+        .env("KAFKA_BROKERS", &kafka.brokers)
+        .env("TOPIC_USERS", &kafka.topics.users)
+        .env("TOPIC_ORGANIZATIONS", &kafka.topics.organizations)
+        .env("TOPIC_MEMBERSHIPS", &kafka.topics.memberships);
+}
+
+async fn wait_healthy(child: &mut Child, base: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait()? {
+            bail!("process exited at start-up: {status}");
+        }
+        if client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{base}/healthz never answered")
+}
+
+/// `clerk-sync ingest` as a child process.
+pub struct Ingest {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Ingest {
+    pub async fn start(kafka: &TestKafka, extra: &[(&str, &str)]) -> Result<Self> {
+        Self::start_with_brokers(kafka, &kafka.brokers, extra).await
+    }
+
+    pub async fn start_with_brokers(
+        kafka: &TestKafka,
+        brokers: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
+        let port = free_port()?;
+        let mut command = binary();
+        command
+            .arg("ingest")
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
+        topic_env(&mut command, kafka);
+        command
+            .env("KAFKA_BROKERS", brokers)
+            .env("CLERK_WEBHOOK_SECRET", TEST_SECRET)
+            // tansu is slow with batched produce requests (README, "Known broker gaps").
+            .env("KAFKA_OPTIONS", "linger.ms=0");
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let mut child = command.spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_healthy(&mut child, &base).await?;
+        Ok(Ingest { child, base })
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("{}/webhooks/clerk", self.base)
+    }
+}
+
+/// `clerk-sync worker` as a child process.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl WorkerProcess {
+    pub async fn start(db: &TestDb, kafka: &TestKafka) -> Result<Self> {
+        let port = free_port()?;
+        let mut command = binary();
+        command
+            .arg("worker")
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &db.url)
+            .env("KAFKA_GROUP_ID", &kafka.group)
+            // A short session: tansu assigns partitions after about half of it.
+            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("BATCH_LINGER_MS", "20");
+        topic_env(&mut command, kafka);
+        let mut child = command.spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_healthy(&mut child, &base).await?;
+        Ok(WorkerProcess { child, base })
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(mut self) -> Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        let status = eventually("worker exit", Duration::from_secs(60), || {
+            let status = self.child.try_wait().ok().flatten();
+            async move { status }
+        })
+        .await;
+        Ok(status)
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end and database tests: the real binary, a real Kafka-protocol broker, real Postgres.
+
+mod harness;
+
+mod mirror_cases;
+mod mirror_property;
+mod pipeline;
+mod reference_queries;
