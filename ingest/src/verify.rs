@@ -236,3 +236,41 @@ mod tests {
         assert!(matches!(err, Err(Error::InvalidSecret { index: 1, .. })));
     }
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+
+    /// fixtures/signed-headers.json: the headers that sign each fixture file byte for byte.
+    #[test]
+    fn every_fixture_verifies_with_the_headers_svix_signed_it_with() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+        let signed: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(format!("{dir}/signed-headers.json")).expect("signed-headers.json"),
+        )
+        .expect("json");
+        let secret = Secret::new(signed["secret"].as_str().expect("secret"));
+        let verifier = Verifier::new(&[secret], Duration::from_secs(300)).expect("valid");
+        let messages = signed["messages"].as_array().expect("messages");
+        assert!(!messages.is_empty());
+        for m in messages {
+            let file = m["file"].as_str().expect("file");
+            let body = std::fs::read(format!("{dir}/{file}")).expect("fixture");
+            let mut headers = HeaderMap::new();
+            for name in ["svix-id", "svix-timestamp", "svix-signature"] {
+                headers.insert(
+                    name,
+                    m[name].as_str().expect("header").parse().expect("valid"),
+                );
+            }
+            let sent: u64 = m["svix-timestamp"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .expect("timestamp");
+            let verified = UnverifiedWebhook::new(headers, Bytes::from(body))
+                .verify_at(&verifier, UNIX_EPOCH + Duration::from_secs(sent + 10))
+                .unwrap_or_else(|e| panic!("{file}: {e:?}"));
+            assert_eq!(verified.id(), m["svix-id"].as_str().expect("id"));
+        }
+    }
+}

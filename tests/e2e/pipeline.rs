@@ -254,3 +254,72 @@ async fn a_restarted_worker_resumes_from_its_committed_offsets() -> anyhow::Resu
     .await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_shuffled_and_duplicated_history_through_ingest_broker_and_worker_ends_in_clerks_state(
+) -> anyhow::Result<()> {
+    use clerk_sync_core::mirror::Mirror;
+    use clerk_sync_core::testkit::{arb_delivery, arb_history};
+    use clerk_sync_core::{ClerkEvent, EventId};
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    let _worker = WorkerProcess::start(&db, &kafka).await?;
+    let client = reqwest::Client::new();
+
+    // A fixed, non-trivial history and one delivery of it.
+    let mut runner = TestRunner::deterministic();
+    let history = loop {
+        let h = arb_history(120)
+            .new_tree(&mut runner)
+            .map_err(anyhow::Error::msg)?
+            .current();
+        if h.len() >= 40 {
+            break h;
+        }
+    };
+    let delivery = arb_delivery(history.clone())
+        .new_tree(&mut runner)
+        .map_err(anyhow::Error::msg)?
+        .current();
+    assert!(
+        delivery.len() > history.len(),
+        "the delivery repeats events"
+    );
+
+    let mut expected = Mirror::default();
+    for e in &history {
+        let (meta, event) = ClerkEvent::decode(EventId::parse(e.svix_id.clone())?, &e.body)?;
+        expected.apply(&meta, &event);
+    }
+    for e in &delivery {
+        let response = signed_post(
+            &client,
+            &ingest.webhook_url(),
+            TEST_SECRET,
+            &e.svix_id,
+            &e.body,
+        )
+        .send()
+        .await?;
+        assert_eq!(response.status(), 200, "{}", e.event_type());
+    }
+
+    let published = kafka.total_records()?;
+    eventually(
+        "every published record applied and committed",
+        WAIT,
+        || async {
+            let committed: i64 = kafka.committed().ok()?.iter().map(|(_, _, o)| o).sum();
+            (committed == published).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(db.users().await?, expected.users());
+    assert_eq!(db.orgs().await?, expected.orgs());
+    assert_eq!(db.memberships().await?, expected.memberships());
+    Ok(())
+}
