@@ -2,6 +2,7 @@
 //! throwaway local infrastructure (Postgres, tansu) used by `clerk-sync dev` and the tests.
 
 pub mod cli;
+pub mod dlq;
 pub mod local;
 pub mod logging;
 pub mod topics;

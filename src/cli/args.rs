@@ -48,6 +48,9 @@ pub struct TopicArgs {
     /// Topic for event types the sync ignores; unset: they are acknowledged and dropped.
     #[arg(long, env = "TOPIC_OTHER")]
     pub topic_other: Option<String>,
+    /// Dead-letter topic: records the worker can never apply, with their error context.
+    #[arg(long, env = "TOPIC_DLQ", default_value = "clerk.dlq")]
+    pub topic_dlq: String,
 }
 
 impl TopicArgs {
@@ -192,6 +195,7 @@ impl WorkerArgs {
             batch_max: self.batch_max,
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             session_timeout: Duration::from_millis(self.session_timeout_ms),
+            dlq_topic: self.topics.topic_dlq.clone(),
             kafka_options: self.kafka.options.clone(),
             worker_id,
         })

@@ -103,6 +103,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         topic_organizations: "clerk.organizations".to_owned(),
         topic_memberships: "clerk.memberships".to_owned(),
         topic_other: None,
+        topic_dlq: "clerk.dlq".to_owned(),
     };
     crate::topics::ensure_topics(
         &kafka.brokers,

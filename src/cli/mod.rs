@@ -2,6 +2,7 @@
 
 mod args;
 mod dev;
+mod dlq;
 mod ingest;
 mod migrate;
 mod shutdown;
@@ -37,6 +38,9 @@ pub enum Command {
     /// Kafka topic administration.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Inspect and redrive the dead-letter topic.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Run the whole pipeline locally: broker, Postgres, migrations, ingest and worker.
     Dev(dev::DevArgs),
 }
@@ -47,6 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => worker::run(args, shutdown_token()).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Topics(command) => topics::run(command).await,
+        Command::Dlq(command) => dlq::run(command).await,
         Command::Dev(args) => dev::run(args, shutdown_token()).await,
     }
 }

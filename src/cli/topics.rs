@@ -32,9 +32,11 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
             kafka,
             topics,
         } => {
+            let dlq = topics.topic_dlq.clone();
             let topics = topics.topics();
             let mut names = topics.synced();
             names.extend(topics.other.clone());
+            names.push(dlq);
             if dry_run {
                 for name in &names {
                     println!(

@@ -128,6 +128,23 @@ impl TempPostgres {
         self.dir.path()
     }
 
+    /// Starts the server again on the same port after [`TempPostgres::stop`].
+    pub fn resume(&self) -> Result<()> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            self.port
+        );
+        let log = self.dir.path().join("postgres.log");
+        run(self
+            .command("pg_ctl")
+            .args(["-w", "-t", "30", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(&log)
+            .args(["-o", &options, "start"]))
+    }
+
     /// Stops the server (fast shutdown); used by fault tests to simulate an outage.
     pub fn stop(&self) -> Result<()> {
         run(self

@@ -14,6 +14,7 @@ pub const TANSU_VERSION: &str = "0.6.0";
 pub struct TansuBroker {
     child: Child,
     port: u16,
+    storage: String,
 }
 
 fn find_tansu() -> Option<PathBuf> {
@@ -42,13 +43,16 @@ impl TansuBroker {
 
     /// `storage` is a tansu storage URL, e.g. `memory://tansu/` or `postgres://…`.
     pub async fn start_with_storage(storage: &str) -> Result<Self> {
+        Self::start_on(free_port()?, storage).await
+    }
+
+    async fn start_on(port: u16, storage: &str) -> Result<Self> {
         let bin = find_tansu().with_context(|| {
             format!(
                 "no tansu broker found: run scripts/install-tansu (or `cargo install tansu@{TANSU_VERSION} \
                  --locked --features dynostore`), set TANSU_BIN, or set KAFKA_BROKERS to a running broker"
             )
         })?;
-        let port = free_port()?;
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)
             .arg("broker")
@@ -64,7 +68,11 @@ impl TansuBroker {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut broker = TansuBroker { child, port };
+        let mut broker = TansuBroker {
+            child,
+            port,
+            storage: storage.to_owned(),
+        };
         let started = Instant::now();
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -93,6 +101,13 @@ impl TansuBroker {
     /// Stops the broker now (fault tests).
     pub async fn kill(&mut self) -> Result<()> {
         self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Starts a new broker on the same port and storage after [`TansuBroker::kill`].
+    pub async fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill().await;
+        *self = Self::start_on(self.port, &self.storage.clone()).await?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod failures;
 mod mirror_cases;
 mod mirror_property;
 mod pipeline;

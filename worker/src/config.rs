@@ -14,6 +14,8 @@ pub struct WorkerConfig {
     pub batch_linger: Duration,
     /// Consumer group session timeout: how long a dead worker keeps its partitions.
     pub session_timeout: Duration,
+    /// Where records that can never be applied go.
+    pub dlq_topic: String,
     /// Extra librdkafka properties (TLS, SASL, …), applied last.
     pub kafka_options: Vec<(String, String)>,
     /// Identifies this process in logs and dead letters.

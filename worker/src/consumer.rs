@@ -1,8 +1,5 @@
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
-use clerk_sync_core::{ClerkEvent, EventMeta};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -11,23 +8,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::apply::{apply_all, Outcome};
+use crate::batch::{apply_records, with_retry, BatchReport};
+use crate::dead_letter::DeadLetters;
 use crate::{decode_record, Error, Health, Record, Result, WorkerConfig};
-
-/// What one batch did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BatchReport {
-    pub records: usize,
-    pub applied: usize,
-    pub stale: usize,
-    pub ignored: usize,
-    /// Records that could not be decoded or applied and were skipped.
-    pub skipped: usize,
-}
 
 /// A consumer-group member that applies batches of records to Postgres.
 pub struct Worker {
     consumer: StreamConsumer,
+    dead_letters: DeadLetters,
     pool: PgPool,
     config: WorkerConfig,
     health: Health,
@@ -42,7 +30,7 @@ impl Worker {
             .set("client.id", &config.worker_id)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
-            // Offsets are stored by hand, only after the database commit.
+            // Offsets are stored by hand, only after the database commit or the dead-letter write.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set(
@@ -55,8 +43,15 @@ impl Worker {
         let consumer: StreamConsumer = client.create().map_err(Error::Kafka)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(Error::Kafka)?;
+        let dead_letters = DeadLetters::new(
+            &config.brokers,
+            &config.kafka_options,
+            &config.dlq_topic,
+            &config.worker_id,
+        )?;
         Ok(Worker {
             consumer,
+            dead_letters,
             pool,
             config,
             health,
@@ -69,8 +64,8 @@ impl Worker {
         while let Some(batch) = self.next_batch(&cancel).await? {
             match self.process_batch(&batch, &cancel).await {
                 Ok(report) => tracing::debug!(?report, "batch done"),
-                Err(e) if cancel.is_cancelled() => {
-                    info!(error = %e, "shutdown interrupted a retrying batch; it will be re-read");
+                Err(Error::Cancelled) => {
+                    info!("shutdown interrupted a retrying batch; it will be read again");
                     break;
                 }
                 Err(e) => return Err(e),
@@ -102,8 +97,8 @@ impl Worker {
         Ok(Some(batch))
     }
 
-    /// Decodes and applies a batch in one transaction, retrying transient failures, then
-    /// stores the batch's offsets. Callable step by step from tests.
+    /// Decodes and applies a batch in one transaction, dead-letters what can never be applied,
+    /// then stores the batch's offsets. Callable step by step from tests.
     #[instrument(skip_all, fields(records = batch.len()))]
     pub async fn process_batch(
         &self,
@@ -111,7 +106,25 @@ impl Worker {
         cancel: &CancellationToken,
     ) -> Result<BatchReport> {
         let records: Vec<Record> = batch.iter().map(decode_record).collect();
-        let report = apply_records(&self.pool, &records, &self.health, cancel).await?;
+        let (report, poison) = apply_records(&self.pool, &records, &self.health, cancel).await?;
+        for p in &poison {
+            let message = &batch[p.index];
+            // A failed dead-letter write is transient: retried, never skipped.
+            with_retry(
+                || self.dead_letters.send(message, &p.failure),
+                &self.health,
+                cancel,
+            )
+            .await?;
+            warn!(
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                error_kind = p.failure.kind,
+                dlq = self.dead_letters.topic(),
+                "record dead-lettered"
+            );
+        }
         self.store_offsets(batch)?;
         Ok(report)
     }
@@ -129,7 +142,7 @@ impl Worker {
         }
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             // After a rebalance the partition may belong to another member, which re-reads from
-            // the last commit: harmless thanks to idempotent upserts.
+            // the last commit: harmless thanks to version-guarded upserts.
             warn!(error = %e, "could not store offsets (partition revoked?)");
         }
         Ok(())
@@ -146,106 +159,4 @@ impl Worker {
             Err(e) => Err(Error::Kafka(e)),
         }
     }
-}
-
-/// Applies decodable records, retrying transient database failures with backoff until they
-/// succeed or `cancel` fires. A permanent failure falls back to one transaction per record so
-/// that one bad record cannot hold back the others.
-pub async fn apply_records(
-    pool: &PgPool,
-    records: &[Record],
-    health: &Health,
-    cancel: &CancellationToken,
-) -> Result<BatchReport> {
-    let mut report = BatchReport {
-        records: records.len(),
-        ..BatchReport::default()
-    };
-    let mut events: Vec<(EventMeta, ClerkEvent)> = Vec::with_capacity(records.len());
-    for record in records {
-        match &record.decoded {
-            Ok(event) => events.push(event.clone()),
-            Err(e) => {
-                report.skipped += 1;
-                warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
-                      error_kind = e.kind(), error = %error_chain(e), "skipping undecodable record");
-            }
-        }
-    }
-    match with_retry(|| apply_all(pool, &events), health, cancel).await {
-        Ok(outcomes) => count(&mut report, &outcomes),
-        Err(Error::Cancelled) => return Err(Error::Cancelled),
-        Err(e) if !e.is_retryable() => {
-            warn!(error_kind = e.kind(), error = %error_chain(&e), "batch rejected; applying records one by one");
-            for event in &events {
-                match with_retry(
-                    || apply_all(pool, std::slice::from_ref(event)),
-                    health,
-                    cancel,
-                )
-                .await
-                {
-                    Ok(outcomes) => count(&mut report, &outcomes),
-                    Err(Error::Cancelled) => return Err(Error::Cancelled),
-                    Err(e) if !e.is_retryable() => {
-                        report.skipped += 1;
-                        warn!(event_id = %event.0.id, error_kind = e.kind(), error = %error_chain(&e),
-                              "skipping record the database rejects");
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Err(e) => return Err(e),
-    }
-    Ok(report)
-}
-
-fn count(report: &mut BatchReport, outcomes: &[Outcome]) {
-    for outcome in outcomes {
-        match outcome {
-            Outcome::Applied => report.applied += 1,
-            Outcome::Stale => report.stale += 1,
-            Outcome::Ignored => report.ignored += 1,
-        }
-    }
-}
-
-/// Retries transient failures with capped exponential backoff and jitter, forever, until
-/// success, a permanent error, or cancellation.
-async fn with_retry<T, F, Fut>(op: F, health: &Health, cancel: &CancellationToken) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times();
-    let retried = op
-        .retry(policy)
-        .when(|e: &Error| e.is_retryable() && !cancel.is_cancelled())
-        .notify(|e: &Error, delay| {
-            health.set_retrying(true);
-            warn!(error_kind = e.kind(), error = %error_chain(e), ?delay, "transient failure; retrying");
-        });
-    let result = tokio::select! {
-        result = retried => result,
-        _ = cancel.cancelled() => Err(Error::Cancelled),
-    };
-    health.set_retrying(false);
-    result
-}
-
-/// The error and its causes on one line, for logs.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

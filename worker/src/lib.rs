@@ -4,15 +4,18 @@
 //! committed, so a crash re-applies at most one batch; version-guarded upserts make that harmless.
 
 pub mod apply;
+mod batch;
 mod config;
 mod consumer;
+pub mod dead_letter;
 mod decode;
 mod error;
 mod health;
 mod migrate;
 
+pub use batch::{apply_records, error_chain, BatchReport, Poison};
 pub use config::WorkerConfig;
-pub use consumer::{BatchReport, Worker};
+pub use consumer::Worker;
 pub use decode::{decode_record, Record};
 pub use error::{Error, Result};
 pub use health::{health_router, Health};

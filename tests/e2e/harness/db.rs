@@ -21,13 +21,19 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Result<Self> {
-        let (admin_url, server) = match std::env::var("DATABASE_URL") {
-            Ok(url) => (url, None),
-            Err(_) => {
-                let pg = tokio::task::spawn_blocking(TempPostgres::start).await??;
-                (pg.url(), Some(pg))
-            }
-        };
+        match std::env::var("DATABASE_URL") {
+            Ok(url) => Self::on(url, None).await,
+            Err(_) => Self::private().await,
+        }
+    }
+
+    /// On a Postgres server of the test's own, which it may stop and start again.
+    pub async fn private() -> Result<Self> {
+        let pg = tokio::task::spawn_blocking(TempPostgres::start).await??;
+        Self::on(pg.url(), Some(pg)).await
+    }
+
+    async fn on(admin_url: String, server: Option<TempPostgres>) -> Result<Self> {
         let name = unique("clerk_sync_test_");
         let admin = PgPoolOptions::new()
             .max_connections(1)
@@ -187,8 +193,8 @@ impl Drop for TestDb {
         }
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
-        let pool = self.pool.clone();
-        // Async work in Drop: a short-lived runtime on its own thread.
+        // Async work in Drop: a short-lived runtime on its own thread. The test's own pool belongs
+        // to the test's runtime, blocked right here, so it is left alone: FORCE ends its sessions.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

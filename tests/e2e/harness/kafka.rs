@@ -14,27 +14,69 @@ pub const PARTITIONS: i32 = 3;
 pub struct TestKafka {
     pub brokers: String,
     pub topics: Topics,
+    pub dlq: String,
     pub group: String,
     pub broker: Option<TansuBroker>,
 }
 
 impl TestKafka {
     pub async fn new() -> Result<Self> {
-        let (brokers, broker) = match std::env::var("KAFKA_BROKERS") {
-            Ok(brokers) => (brokers, None),
-            Err(_) => {
-                let broker = TansuBroker::start().await?;
-                (broker.brokers(), Some(broker))
-            }
-        };
-        let topics = Topics::with_prefix(&format!("{}.", unique("t")));
-        clerk_sync::topics::ensure_topics(&brokers, &[], &topics.synced(), PARTITIONS, 1).await?;
-        Ok(TestKafka {
+        match std::env::var("KAFKA_BROKERS") {
+            Ok(brokers) => Self::on(brokers, None).await,
+            Err(_) => Self::private().await,
+        }
+    }
+
+    /// On a broker of the test's own, which it may kill and restart.
+    pub async fn private() -> Result<Self> {
+        let broker = TansuBroker::start().await?;
+        Self::on(broker.brokers(), Some(broker)).await
+    }
+
+    async fn on(brokers: String, broker: Option<TansuBroker>) -> Result<Self> {
+        let prefix = format!("{}.", unique("t"));
+        let topics = Topics::with_prefix(&prefix);
+        let dlq = format!("{prefix}clerk.dlq");
+        let kafka = TestKafka {
             brokers,
             topics,
+            dlq,
             group: unique("g-"),
             broker,
-        })
+        };
+        kafka.create_topics().await?;
+        Ok(kafka)
+    }
+
+    pub async fn create_topics(&self) -> Result<()> {
+        let mut names = self.topics.synced();
+        names.push(self.dlq.clone());
+        clerk_sync::topics::ensure_topics(&self.brokers, &[], &names, PARTITIONS, 1).await
+    }
+
+    /// Writes a record straight to a topic, bypassing ingest (poison records).
+    pub async fn produce(&self, topic: &str, key: &str, value: &[u8], svix_id: &str) -> Result<()> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "0")
+            .create()?;
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "svix-id",
+            value: Some(svix_id),
+        });
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(value)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok(())
     }
 
     /// Records written to `topic` (sum of high watermarks).

@@ -8,13 +8,14 @@ pub mod db;
 pub mod kafka;
 pub mod process;
 pub mod signing;
+pub mod sim;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use db::TestDb;
 pub use kafka::TestKafka;
-pub use process::{Ingest, WorkerProcess};
+pub use process::{run_cli, Ingest, WorkerProcess};
 pub use signing::{fixture, signed_post, TEST_SECRET};
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`. A bounded wait, not a

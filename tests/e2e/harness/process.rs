@@ -26,7 +26,8 @@ fn topic_env(command: &mut Command, kafka: &TestKafka) {
         .env("KAFKA_BROKERS", &kafka.brokers)
         .env("TOPIC_USERS", &kafka.topics.users)
         .env("TOPIC_ORGANIZATIONS", &kafka.topics.organizations)
-        .env("TOPIC_MEMBERSHIPS", &kafka.topics.memberships);
+        .env("TOPIC_MEMBERSHIPS", &kafka.topics.memberships)
+        .env("TOPIC_DLQ", &kafka.dlq);
 }
 
 async fn wait_healthy(child: &mut Child, base: &str) -> Result<()> {
@@ -48,9 +49,28 @@ async fn wait_healthy(child: &mut Child, base: &str) -> Result<()> {
     bail!("{base}/healthz never answered")
 }
 
+/// Runs a one-shot `clerk-sync` command (e.g. `dlq list`) against the test's topics.
+pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -> Result<String> {
+    let mut command = binary();
+    command.args(args);
+    topic_env(&mut command, kafka);
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let output = command.output().await?;
+    if !output.status.success() {
+        bail!(
+            "clerk-sync {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// `clerk-sync ingest` as a child process.
 pub struct Ingest {
-    pub child: Child,
+    /// Killed when the test ends.
+    _child: Child,
     pub base: String,
 }
 
@@ -81,7 +101,10 @@ impl Ingest {
         let mut child = command.spawn()?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&mut child, &base).await?;
-        Ok(Ingest { child, base })
+        Ok(Ingest {
+            _child: child,
+            base,
+        })
     }
 
     pub fn webhook_url(&self) -> String {
@@ -112,6 +135,12 @@ impl WorkerProcess {
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&mut child, &base).await?;
         Ok(WorkerProcess { child, base })
+    }
+
+    /// SIGKILL: no chance to commit or leave the group.
+    pub async fn kill(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
     }
 
     /// SIGTERM, then wait for a clean exit.

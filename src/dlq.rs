@@ -1,0 +1,234 @@
+//! Reading and redriving the dead-letter topic (`clerk-sync dlq …`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clerk_sync_worker::dead_letter::{header, DeadLetter};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn client_config(brokers: &str, options: &[(String, String)], group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in options {
+        config.set(k, v);
+    }
+    config
+}
+
+/// Reads `topic` up to the end offsets seen when it starts: from each partition's beginning, or
+/// from `group`'s committed position when `from_committed` is set.
+pub fn read_to_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    from_committed: bool,
+) -> Result<Vec<DeadLetter>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .context("fetching topic metadata")?;
+    let Some(partitions) = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len() as i32)
+    else {
+        bail!("topic {topic} not found");
+    };
+    let mut ends = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+        tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        ends.push((partition, low, high));
+    }
+    if from_committed {
+        let committed = consumer.committed_offsets(tpl.clone(), TIMEOUT)?;
+        for e in committed.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                tpl.set_partition_offset(topic, e.partition(), Offset::Offset(o))?;
+                if let Some(end) = ends.iter_mut().find(|(p, _, _)| *p == e.partition()) {
+                    end.1 = o.max(end.1);
+                }
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut remaining: Vec<(i32, i64)> = ends
+        .iter()
+        .filter(|(_, start, high)| start < high)
+        .map(|(p, _, h)| (*p, *h))
+        .collect();
+    let mut out = Vec::new();
+    let started = Instant::now();
+    while !remaining.is_empty() {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("reading {topic} did not reach the end offsets within 60 s");
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.context("reading the dead-letter topic")?;
+        let (partition, offset) = (message.partition(), message.offset());
+        if let Some(i) = remaining.iter().position(|(p, _)| *p == partition) {
+            let high = remaining[i].1;
+            if offset < high {
+                out.push(DeadLetter::from_message(&message.detach()));
+            }
+            if offset + 1 >= high {
+                remaining.swap_remove(i);
+            }
+        }
+    }
+    out.sort_by_key(|d| (d.partition, d.offset));
+    Ok(out)
+}
+
+pub fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<BaseConsumer> {
+    client_config(brokers, options, group)
+        .create()
+        .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka consumer")
+}
+
+/// Re-publishes a dead letter to its original topic with its original key and headers, marked
+/// with where it came from, and waits for the broker's acknowledgement.
+pub async fn republish(
+    producer: &FutureProducer,
+    dlq_topic: &str,
+    letter: &DeadLetter,
+) -> Result<String> {
+    let Some(topic) = letter.header(header::ORIGINAL_TOPIC) else {
+        bail!(
+            "dead letter {}:{} has no {} header",
+            letter.partition,
+            letter.offset,
+            header::ORIGINAL_TOPIC
+        );
+    };
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in letter.original_headers() {
+        if key != header::REDRIVEN_FROM {
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+    }
+    let from = format!("{dlq_topic}:{}:{}", letter.partition, letter.offset);
+    headers = headers.insert(Header {
+        key: header::REDRIVEN_FROM,
+        value: Some(&from),
+    });
+    let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(headers);
+    if let Some(key) = &letter.key {
+        record = record.key(key);
+    }
+    if let Some(value) = &letter.value {
+        record = record.payload(value);
+    }
+    producer
+        .send(record, Timeout::After(TIMEOUT))
+        .await
+        .map_err(|(e, _)| e)
+        .with_context(|| format!("re-publishing to {topic}"))?;
+    Ok(topic)
+}
+
+/// Commits `offset + 1` for the dead letter's partition: the redrive group's position.
+pub fn commit_past(consumer: &BaseConsumer, topic: &str, letter: &DeadLetter) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, letter.partition, Offset::Offset(letter.offset + 1))?;
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .context("committing the redrive position")?;
+    Ok(())
+}
+
+pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FutureProducer> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    for (k, v) in options {
+        config.set(k, v);
+    }
+    config
+        .create()
+        .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")
+}
+
+/// Keys whose values are personal data in Clerk payloads.
+const PERSONAL: &[&str] = &[
+    "email_address",
+    "first_name",
+    "last_name",
+    "username",
+    "identifier",
+    "name",
+    "phone_number",
+    "image_url",
+    "profile_image_url",
+    "public_metadata",
+    "private_metadata",
+    "unsafe_metadata",
+    "client_ip",
+    "user_agent",
+    "external_id",
+    "web3_wallet",
+];
+
+/// Replaces personal data in a JSON body with "[redacted]"; a body that is not JSON is shown by
+/// its size only.
+pub fn redacted_body(body: Option<&[u8]>) -> String {
+    let Some(body) = body else {
+        return "<no value>".to_owned();
+    };
+    match serde_json::from_slice::<Value>(body) {
+        Ok(mut value) => {
+            redact(&mut value);
+            value.to_string()
+        }
+        Err(_) => format!("<{} bytes, not JSON>", body.len()),
+    }
+}
+
+fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if PERSONAL.contains(&key.as_str()) && !v.is_null() {
+                    *v = Value::String("[redacted]".to_owned());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn personal_data_is_redacted_at_any_depth() {
+        let body = br#"{"data":{"id":"user_1","first_name":"Alice","email_addresses":[{"email_address":"a@b.c"}]}}"#;
+        let shown = redacted_body(Some(body));
+        assert!(
+            !shown.contains("Alice") && !shown.contains("a@b.c"),
+            "{shown}"
+        );
+        assert!(shown.contains("user_1"));
+    }
+}

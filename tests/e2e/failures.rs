@@ -1,0 +1,266 @@
+//! Fault tests: real processes, a real broker and Postgres, things broken on purpose.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{
+    eventually, run_cli, signed_post, sim, Ingest, TestDb, TestKafka, WorkerProcess, TEST_SECRET,
+};
+use crate::pipeline::{wait_until_all_committed, WAIT};
+
+async fn post_all(
+    ingest: &Ingest,
+    events: &[clerk_sync_core::testkit::SimEvent],
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for e in events {
+        let response = signed_post(
+            &client,
+            &ingest.webhook_url(),
+            TEST_SECRET,
+            &e.svix_id,
+            &e.body,
+        )
+        .send()
+        .await?;
+        assert_eq!(response.status(), 200, "{}", e.event_type());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_stream_loses_nothing_after_it_restarts() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    let (history, delivery) = sim::history_and_delivery(60)?;
+    let (first, rest) = delivery.split_at(delivery.len() / 2);
+
+    let worker = WorkerProcess::start(&db, &kafka).await?;
+    post_all(&ingest, first).await?;
+    eventually("some rows", WAIT, || async {
+        (db.count("SELECT count(*) FROM users").await > 0).then_some(())
+    })
+    .await;
+    worker.kill().await?;
+    post_all(&ingest, rest).await?;
+
+    let _worker = WorkerProcess::start(&db, &kafka).await?;
+    wait_until_all_committed(&kafka).await?;
+    sim::assert_tables_equal(&db, &sim::expected(&history)?).await
+}
+
+#[tokio::test]
+async fn two_workers_in_a_group_finish_the_stream_when_one_is_killed() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    let (history, delivery) = sim::history_and_delivery(60)?;
+    let (first, rest) = delivery.split_at(delivery.len() / 3);
+
+    let doomed = WorkerProcess::start(&db, &kafka).await?;
+    let _survivor = WorkerProcess::start(&db, &kafka).await?;
+    post_all(&ingest, first).await?;
+    doomed.kill().await?;
+    post_all(&ingest, rest).await?;
+
+    wait_until_all_committed(&kafka).await?;
+    sim::assert_tables_equal(&db, &sim::expected(&history)?).await
+}
+
+#[tokio::test]
+async fn a_database_outage_pauses_the_worker_without_dead_letters_or_loss() -> anyhow::Result<()> {
+    let db = TestDb::private().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    let worker = WorkerProcess::start(&db, &kafka).await?;
+    let (history, delivery) = sim::history_and_delivery(40)?;
+    let (first, rest) = delivery.split_at(delivery.len() / 2);
+    post_all(&ingest, first).await?;
+
+    let server = db.server().expect("a private server");
+    server.stop()?;
+    post_all(&ingest, rest).await?;
+    let client = reqwest::Client::new();
+    // The worker stays alive but reports itself not ready while it retries.
+    eventually("worker not ready", WAIT, || async {
+        let ready = client
+            .get(format!("{}/readyz", worker.base))
+            .send()
+            .await
+            .ok()?;
+        (ready.status() == 503).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.resume()?;
+
+    wait_until_all_committed(&kafka).await?;
+    assert_eq!(
+        kafka.record_count(&kafka.dlq)?,
+        0,
+        "an outage never produces dead letters"
+    );
+    sim::assert_tables_equal(&db, &sim::expected(&history)?).await
+}
+
+#[tokio::test]
+async fn poison_records_are_dead_lettered_with_context_and_everything_around_them_applies(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let _worker = WorkerProcess::start(&db, &kafka).await?;
+    let users = kafka.topics.users.clone();
+    let good = |id: &str| {
+        json!({"type": "user.created", "timestamp": 1_754_560_800_000_i64, "data": {
+            "id": id, "first_name": "Good", "created_at": 1_754_560_800_000_i64, "updated_at": 1_754_560_800_000_i64}})
+        .to_string()
+    };
+    let wrong_type = json!({"type": "user.created", "timestamp": 1_754_560_800_000_i64, "data": {
+        "id": "user_bad", "first_name": "Mallory", "created_at": "yesterday", "updated_at": 1}})
+    .to_string();
+    let unknown_shape =
+        json!({"type": "user.updated", "timestamp": 1, "data": {"user": "user_bad"}}).to_string();
+    kafka
+        .produce(&users, "user_a", good("user_a").as_bytes(), "msg_a")
+        .await?;
+    kafka.produce(&users, "x", b"{not json", "msg_p1").await?;
+    kafka
+        .produce(&users, "user_bad", unknown_shape.as_bytes(), "msg_p2")
+        .await?;
+    kafka
+        .produce(&users, "user_bad", wrong_type.as_bytes(), "msg_p3")
+        .await?;
+    kafka
+        .produce(&users, "user_b", good("user_b").as_bytes(), "msg_b")
+        .await?;
+
+    wait_until_all_committed(&kafka).await?;
+    assert_eq!(
+        db.count("SELECT count(*) FROM users").await,
+        2,
+        "the good records around the poison applied"
+    );
+    assert_eq!(kafka.record_count(&kafka.dlq)?, 3);
+
+    let listed = run_cli(&kafka, &["dlq", "list"], &[]).await?;
+    assert!(listed.contains("3 dead letters"), "{listed}");
+    assert!(
+        listed.contains("not_an_envelope") && listed.contains("invalid_data"),
+        "{listed}"
+    );
+    let shown = run_cli(&kafka, &["dlq", "show"], &[]).await?;
+    assert!(shown.contains(&format!("from={users}:")), "{shown}");
+    assert!(
+        shown.contains("attempts=1") && shown.contains("svix-id: msg_p3"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("expected i64"),
+        "the error says what is wrong: {shown}"
+    );
+    assert!(
+        !shown.contains("Mallory"),
+        "personal data is redacted: {shown}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_record_the_database_rejects_is_dead_lettered_and_redriven_once_after_the_fix(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    // An operator's constraint that the event can never satisfy: a permanent rejection.
+    sqlx::query(
+        "ALTER TABLE users ADD CONSTRAINT no_moreau CHECK (last_name IS DISTINCT FROM 'Moreau')",
+    )
+    .execute(&db.pool)
+    .await?;
+    let _worker = WorkerProcess::start(&db, &kafka).await?;
+    let client = reqwest::Client::new();
+    let fixture = crate::harness::fixture;
+    for (id, name) in [
+        ("msg_u", "user.created.json"),
+        ("msg_o", "organization.created.json"),
+    ] {
+        let r = signed_post(
+            &client,
+            &ingest.webhook_url(),
+            TEST_SECRET,
+            id,
+            &fixture(name),
+        )
+        .send()
+        .await?;
+        assert_eq!(r.status(), 200);
+    }
+    wait_until_all_committed(&kafka).await?;
+    assert_eq!(db.count("SELECT count(*) FROM organizations").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM users").await, 0);
+    let listed = run_cli(&kafka, &["dlq", "list"], &[]).await?;
+    assert!(
+        listed.contains("1 dead letters") && listed.contains("database_rejected"),
+        "{listed}"
+    );
+
+    // The fix, then the redrive.
+    sqlx::query("ALTER TABLE users DROP CONSTRAINT no_moreau")
+        .execute(&db.pool)
+        .await?;
+    let dry = run_cli(&kafka, &["dlq", "redrive", "--dry-run"], &[]).await?;
+    assert!(dry.contains("1 dead letters would be redriven"), "{dry}");
+    let redriven = run_cli(&kafka, &["dlq", "redrive"], &[]).await?;
+    assert!(redriven.contains("1 dead letters redriven"), "{redriven}");
+    eventually("user applied after redrive", WAIT, || async {
+        (db.count("SELECT count(*) FROM users WHERE last_name = 'Moreau'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let again = run_cli(&kafka, &["dlq", "redrive"], &[]).await?;
+    assert!(
+        again.contains("0 dead letters redriven"),
+        "a redrive is never applied twice: {again}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn ingest_answers_503_while_the_broker_is_down_and_2xx_after_it_returns() -> anyhow::Result<()>
+{
+    let mut kafka = TestKafka::private().await?;
+    let ingest = Ingest::start(&kafka, &[("PUBLISH_DEADLINE_MS", "1500")]).await?;
+    let client = reqwest::Client::new();
+    let body = crate::harness::fixture("user.created.json");
+    let ok = signed_post(&client, &ingest.webhook_url(), TEST_SECRET, "msg_1", &body)
+        .send()
+        .await?;
+    assert_eq!(ok.status(), 200);
+
+    let broker = kafka.broker.as_mut().expect("a private broker");
+    broker.kill().await?;
+    let down = signed_post(&client, &ingest.webhook_url(), TEST_SECRET, "msg_2", &body)
+        .send()
+        .await?;
+    assert_eq!(down.status(), 503);
+    assert!(down.headers().contains_key("retry-after"));
+    let ready = client.get(format!("{}/readyz", ingest.base)).send().await?;
+    assert_eq!(ready.status(), 503);
+
+    broker.restart().await?;
+    // tansu's memory storage starts empty: the topics are created again (README, tansu gaps).
+    kafka.create_topics().await?;
+    eventually("ingest accepts again", WAIT, || async {
+        let r = signed_post(&client, &ingest.webhook_url(), TEST_SECRET, "msg_2", &body)
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    Ok(())
+}

@@ -1,0 +1,49 @@
+use anyhow::Result;
+use clerk_sync_core::mirror::Mirror;
+use clerk_sync_core::testkit::{arb_delivery, arb_history, SimEvent};
+use clerk_sync_core::{ClerkEvent, EventId};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+
+use super::TestDb;
+
+/// A fixed (deterministic), non-trivial Clerk history of at least `min_len` events, and one
+/// shuffled, duplicated delivery of it.
+pub fn history_and_delivery(min_len: usize) -> Result<(Vec<SimEvent>, Vec<SimEvent>)> {
+    let mut runner = TestRunner::deterministic();
+    let history = loop {
+        let h = arb_history(min_len * 3)
+            .new_tree(&mut runner)
+            .map_err(anyhow::Error::msg)?
+            .current();
+        if h.len() >= min_len {
+            break h;
+        }
+    };
+    let delivery = arb_delivery(history.clone())
+        .new_tree(&mut runner)
+        .map_err(anyhow::Error::msg)?
+        .current();
+    Ok((history, delivery))
+}
+
+/// The tables after applying `history` in Clerk's order.
+pub fn expected(history: &[SimEvent]) -> Result<Mirror> {
+    let mut mirror = Mirror::default();
+    for e in history {
+        let (meta, event) = ClerkEvent::decode(EventId::parse(e.svix_id.clone())?, &e.body)?;
+        mirror.apply(&meta, &event);
+    }
+    Ok(mirror)
+}
+
+pub async fn assert_tables_equal(db: &TestDb, expected: &Mirror) -> Result<()> {
+    assert_eq!(db.users().await?, expected.users(), "users");
+    assert_eq!(db.orgs().await?, expected.orgs(), "organizations");
+    assert_eq!(
+        db.memberships().await?,
+        expected.memberships(),
+        "org_memberships"
+    );
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Applying a batch: one transaction, transient failures retried, poison records isolated.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use clerk_sync_core::{ClerkEvent, EventMeta};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::apply::{apply_all, Outcome};
+use crate::dead_letter::{now_ms, Failure};
+use crate::{Error, Health, Record, Result};
+
+/// What one batch did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub records: usize,
+    pub applied: usize,
+    pub stale: usize,
+    pub ignored: usize,
+    /// Records that can never be applied; each went to the dead-letter topic.
+    pub dead_lettered: usize,
+}
+
+/// A record of the batch that can never be applied, by index into the batch.
+#[derive(Debug)]
+pub struct Poison {
+    pub index: usize,
+    pub failure: Failure,
+}
+
+/// Applies the decodable records of a batch in one transaction, retrying transient database
+/// failures with backoff until they succeed or `cancel` fires. When the database rejects the
+/// batch for good, each record is applied in its own transaction so that only the bad ones are
+/// set aside. Undecodable records are set aside at once.
+pub async fn apply_records(
+    pool: &PgPool,
+    records: &[Record],
+    health: &Health,
+    cancel: &CancellationToken,
+) -> Result<(BatchReport, Vec<Poison>)> {
+    let mut report = BatchReport {
+        records: records.len(),
+        ..BatchReport::default()
+    };
+    let mut poison = Vec::new();
+    let mut events: Vec<(usize, (EventMeta, ClerkEvent))> = Vec::with_capacity(records.len());
+    for (index, record) in records.iter().enumerate() {
+        match &record.decoded {
+            Ok(event) => events.push((index, event.clone())),
+            Err(e) => {
+                warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
+                      error_kind = e.kind(), error = %error_chain(e), "undecodable record");
+                poison.push(Poison {
+                    index,
+                    failure: failure(e, 1, now_ms()),
+                });
+            }
+        }
+    }
+    let all: Vec<(EventMeta, ClerkEvent)> = events.iter().map(|(_, e)| e.clone()).collect();
+    let first_failure = now_ms();
+    match with_retry(|| apply_all(pool, &all), health, cancel).await {
+        Ok(outcomes) => count(&mut report, &outcomes),
+        Err(Error::Cancelled) => return Err(Error::Cancelled),
+        Err(e) if !e.is_retryable() => {
+            warn!(error_kind = e.kind(), error = %error_chain(&e), "batch rejected; applying records one by one");
+            for (index, event) in &events {
+                match with_retry(
+                    || apply_all(pool, std::slice::from_ref(event)),
+                    health,
+                    cancel,
+                )
+                .await
+                {
+                    Ok(outcomes) => count(&mut report, &outcomes),
+                    Err(Error::Cancelled) => return Err(Error::Cancelled),
+                    Err(e) if !e.is_retryable() => {
+                        let record = &records[*index];
+                        warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
+                              event_id = %event.0.id, error_kind = e.kind(), error = %error_chain(&e),
+                              "the database rejects this record");
+                        poison.push(Poison {
+                            index: *index,
+                            failure: failure(&e, 2, first_failure),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    report.dead_lettered = poison.len();
+    poison.sort_by_key(|p| p.index);
+    Ok((report, poison))
+}
+
+fn failure(e: &Error, attempts: u32, first_failure_ms: i64) -> Failure {
+    Failure {
+        kind: e.kind(),
+        message: error_chain(e),
+        attempts,
+        first_failure_ms,
+        last_failure_ms: now_ms(),
+    }
+}
+
+fn count(report: &mut BatchReport, outcomes: &[Outcome]) {
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Applied => report.applied += 1,
+            Outcome::Stale => report.stale += 1,
+            Outcome::Ignored => report.ignored += 1,
+        }
+    }
+}
+
+/// Retries transient failures with capped exponential backoff and jitter, without limit, until
+/// success, a permanent error, or cancellation. Marks the worker degraded while retrying.
+pub(crate) async fn with_retry<T, F, Fut>(
+    op: F,
+    health: &Health,
+    cancel: &CancellationToken,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times();
+    let retried = op
+        .retry(policy)
+        .when(|e: &Error| e.is_retryable() && !cancel.is_cancelled())
+        .notify(|e: &Error, delay| {
+            health.set_retrying(true);
+            warn!(error_kind = e.kind(), error = %error_chain(e), ?delay, "transient failure; retrying");
+        });
+    let result = tokio::select! {
+        result = retried => result,
+        _ = cancel.cancelled() => Err(Error::Cancelled),
+    };
+    health.set_retrying(false);
+    result
+}
+
+/// The error and its causes on one line, for logs and dead letters.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
