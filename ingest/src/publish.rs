@@ -1,3 +1,4 @@
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -18,26 +19,62 @@ pub struct Published {
 /// An idempotent producer that reports success only once the broker has acknowledged the write.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<RwLock<FutureProducer>>,
+    config: ClientConfig,
     deadline: Duration,
 }
 
 impl Publisher {
     pub fn new(brokers: &str, options: &[(String, String)], deadline: Duration) -> Result<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // librdkafka gives up when we do, so a 503 is not followed by a late write…
-            // (a late write would only be a duplicate, which the worker absorbs).
-            .set("message.timeout.ms", deadline.as_millis().to_string())
-            .set("linger.ms", "5");
-        for (key, value) in options {
-            config.set(key, value);
-        }
+        let config = producer_config(brokers, options, deadline);
         let producer: FutureProducer = config.create().map_err(Error::Kafka)?;
-        Ok(Publisher { producer, deadline })
+        Ok(Publisher {
+            producer: Arc::new(RwLock::new(producer)),
+            config,
+            deadline,
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// An idempotent producer whose identity the broker no longer accepts (a fatal error, or
+    /// fenced after its epoch bump was refused) refuses every later record: replace it, so ingest
+    /// recovers by itself. The worst a new identity causes is a duplicate, which the worker absorbs.
+    fn replace_if_unusable(&self, error: &Error) {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let producer = self.producer();
+        let fenced = matches!(
+            error,
+            Error::Kafka(KafkaError::MessageProduction(
+                Code::ProducerFenced
+                    | Code::InvalidProducerEpoch
+                    | Code::UnknownProducerId
+                    | Code::OutOfOrderSequenceNumber
+            ))
+        );
+        let fatal = producer.client().fatal_error();
+        if !fenced && fatal.is_none() {
+            return;
+        }
+        tracing::error!(
+            ?fatal,
+            fenced,
+            "the Kafka producer is no longer usable; creating a new one"
+        );
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                if let Ok(mut slot) = self.producer.write() {
+                    *slot = fresh;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not create a new Kafka producer"),
+        }
     }
 
     /// Publishes the exact verified body with the Svix id, timestamp and event type as headers.
@@ -72,20 +109,25 @@ impl Publisher {
         if let Some(key) = key {
             record = record.key(key);
         }
-        let delivery = self.producer.send(record, Timeout::After(Duration::ZERO));
-        match tokio::time::timeout(self.deadline, delivery).await {
+        let producer = self.producer();
+        let delivery = producer.send(record, Timeout::After(Duration::ZERO));
+        let result = match tokio::time::timeout(self.deadline, delivery).await {
             Err(_) => Err(Error::PublishTimeout(self.deadline)),
             Ok(Err((e, _))) => Err(Error::Kafka(e)),
             Ok(Ok(delivery)) => Ok(Published {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
+        };
+        if let Err(e) = &result {
+            self.replace_if_unusable(e);
         }
+        result
     }
 
     /// Whether the broker answers a metadata request within `timeout`.
     pub async fn is_reachable(&self, timeout: Duration) -> bool {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).is_ok())
             .await
             .unwrap_or(false)
@@ -93,7 +135,7 @@ impl Publisher {
 
     /// Waits for queued records to be delivered (shutdown).
     pub async fn flush(&self, timeout: Duration) -> Result<()> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))?
@@ -103,4 +145,24 @@ impl Publisher {
     pub fn deadline(&self) -> Duration {
         self.deadline
     }
+}
+
+fn producer_config(
+    brokers: &str,
+    options: &[(String, String)],
+    deadline: Duration,
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // librdkafka gives up when we do, so a 503 is rarely followed by a late write (which
+        // would only be a duplicate the worker absorbs).
+        .set("message.timeout.ms", deadline.as_millis().to_string())
+        .set("linger.ms", "5");
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    config
 }

@@ -109,7 +109,7 @@ async fn handle(
             "ignored_type"
         }),
         Err(e) => {
-            warn!(error = %e, "publish failed; answering 503 so Svix retries");
+            warn!(error = %crate::error::error_chain(&e), "publish failed; answering 503 so Svix retries");
             Err(ApiError::Unavailable {
                 retry_after: Duration::from_secs(5),
             })

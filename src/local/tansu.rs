@@ -14,7 +14,6 @@ pub const TANSU_VERSION: &str = "0.6.0";
 pub struct TansuBroker {
     child: Child,
     port: u16,
-    storage: String,
 }
 
 fn find_tansu() -> Option<PathBuf> {
@@ -43,10 +42,17 @@ impl TansuBroker {
 
     /// `storage` is a tansu storage URL, e.g. `memory://tansu/` or `postgres://…`.
     pub async fn start_with_storage(storage: &str) -> Result<Self> {
-        Self::start_on(free_port()?, storage).await
+        let port = free_port()?;
+        Self::start_on(port, port, storage).await
     }
 
-    async fn start_on(port: u16, storage: &str) -> Result<Self> {
+    /// Listens on a free port but tells clients to connect to `advertised_port` (a proxy in front
+    /// of it, for fault tests).
+    pub async fn start_advertising(advertised_port: u16) -> Result<Self> {
+        Self::start_on(free_port()?, advertised_port, "memory://tansu/").await
+    }
+
+    async fn start_on(port: u16, advertised_port: u16, storage: &str) -> Result<Self> {
         let bin = find_tansu().with_context(|| {
             format!(
                 "no tansu broker found: run scripts/install-tansu (or `cargo install tansu@{TANSU_VERSION} \
@@ -54,9 +60,15 @@ impl TansuBroker {
             )
         })?;
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised_port}");
         let child = Command::new(&bin)
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", storage])
             .env(
                 "RUST_LOG",
@@ -68,11 +80,7 @@ impl TansuBroker {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut broker = TansuBroker {
-            child,
-            port,
-            storage: storage.to_owned(),
-        };
+        let mut broker = TansuBroker { child, port };
         let started = Instant::now();
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -101,13 +109,6 @@ impl TansuBroker {
     /// Stops the broker now (fault tests).
     pub async fn kill(&mut self) -> Result<()> {
         self.child.kill().await?;
-        Ok(())
-    }
-
-    /// Starts a new broker on the same port and storage after [`TansuBroker::kill`].
-    pub async fn restart(&mut self) -> Result<()> {
-        let _ = self.child.kill().await;
-        *self = Self::start_on(self.port, &self.storage.clone()).await?;
         Ok(())
     }
 }

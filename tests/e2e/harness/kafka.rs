@@ -16,7 +16,10 @@ pub struct TestKafka {
     pub topics: Topics,
     pub dlq: String,
     pub group: String,
-    pub broker: Option<TansuBroker>,
+    /// Kept so that a private broker lives as long as the test.
+    _broker: Option<TansuBroker>,
+    /// In front of a private broker when the test wants to cut it off.
+    pub proxy: Option<super::proxy::ChaosProxy>,
 }
 
 impl TestKafka {
@@ -33,6 +36,19 @@ impl TestKafka {
         Self::on(broker.brokers(), Some(broker)).await
     }
 
+    /// On a broker of the test's own that clients reach only through a [`ChaosProxy`].
+    ///
+    /// [`ChaosProxy`]: super::proxy::ChaosProxy
+    pub async fn behind_proxy() -> Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let proxy_port = listener.local_addr()?.port();
+        let broker = TansuBroker::start_advertising(proxy_port).await?;
+        let proxy = super::proxy::ChaosProxy::start(listener, broker.port())?;
+        let mut kafka = Self::on(format!("127.0.0.1:{proxy_port}"), Some(broker)).await?;
+        kafka.proxy = Some(proxy);
+        Ok(kafka)
+    }
+
     async fn on(brokers: String, broker: Option<TansuBroker>) -> Result<Self> {
         let prefix = format!("{}.", unique("t"));
         let topics = Topics::with_prefix(&prefix);
@@ -42,7 +58,8 @@ impl TestKafka {
             topics,
             dlq,
             group: unique("g-"),
-            broker,
+            _broker: broker,
+            proxy: None,
         };
         kafka.create_topics().await?;
         Ok(kafka)
@@ -79,8 +96,23 @@ impl TestKafka {
         Ok(())
     }
 
-    /// Records written to `topic` (sum of high watermarks).
+    /// Records written to `topic` (sum of high watermarks). Retried briefly: right after a
+    /// broker outage the first metadata request can fail.
     pub fn record_count(&self, topic: &str) -> Result<i64> {
+        let mut attempt = 0;
+        loop {
+            match self.try_record_count(topic) {
+                Ok(n) => return Ok(n),
+                Err(e) if attempt >= 10 => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    fn try_record_count(&self, topic: &str) -> Result<i64> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", unique("probe-"))

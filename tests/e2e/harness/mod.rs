@@ -7,6 +7,7 @@
 pub mod db;
 pub mod kafka;
 pub mod process;
+pub mod proxy;
 pub mod signing;
 pub mod sim;
 

@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clerk_sync_core::mirror::Mirror;
-use clerk_sync_core::testkit::{arb_delivery, arb_history, SimEvent};
+use clerk_sync_core::testkit::{arb_delivery, arb_op, Clerk, SimEvent};
 use clerk_sync_core::{ClerkEvent, EventId};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
@@ -11,11 +11,16 @@ use super::TestDb;
 /// shuffled, duplicated delivery of it.
 pub fn history_and_delivery(min_len: usize) -> Result<(Vec<SimEvent>, Vec<SimEvent>)> {
     let mut runner = TestRunner::deterministic();
+    // Grown one operation at a time: cheaper than drawing whole histories until one is long enough.
+    let mut ops = Vec::new();
     let history = loop {
-        let h = arb_history(min_len * 3)
-            .new_tree(&mut runner)
-            .map_err(anyhow::Error::msg)?
-            .current();
+        ops.push(
+            arb_op()
+                .new_tree(&mut runner)
+                .map_err(anyhow::Error::msg)?
+                .current(),
+        );
+        let h = Clerk::default().run(&ops);
         if h.len() >= min_len {
             break h;
         }
