@@ -15,6 +15,8 @@ pub enum ApiError {
     BadSignature,
     /// `svix-timestamp` is outside the tolerance window.
     Stale,
+    /// Too many requests in flight: shed at once rather than queue beyond Svix's patience.
+    Overloaded,
     TooLarge {
         limit: usize,
     },
@@ -35,6 +37,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "too_large",
             ApiError::BadPayload(_) => "bad_payload",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Overloaded => "overloaded",
         }
     }
 
@@ -70,6 +73,11 @@ impl ApiError {
                 "unavailable",
                 "the event could not be stored right now; retry later".to_owned(),
             ),
+            ApiError::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in flight; retry later".to_owned(),
+            ),
         }
     }
 }
@@ -79,7 +87,12 @@ impl IntoResponse for ApiError {
         let (status, code, message) = self.parts();
         let mut response =
             (status, Json(json!({"error": code, "message": message}))).into_response();
-        if let ApiError::Unavailable { retry_after } = self {
+        let retry_after = match self {
+            ApiError::Unavailable { retry_after } => Some(retry_after),
+            ApiError::Overloaded => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }

@@ -3,13 +3,15 @@
 mod api_error;
 mod config;
 mod error;
+mod metrics;
 mod publish;
 mod routes;
 mod verify;
 
 pub use api_error::ApiError;
 pub use config::IngestConfig;
-pub use error::{Error, Result};
+pub use error::{error_chain, Error, Result};
+pub use metrics::{IngestMetrics, OUTCOMES};
 pub use publish::{Published, Publisher};
 pub use routes::{router, serve, AppState};
 pub use verify::{UnverifiedWebhook, VerifiedWebhook, Verifier};

@@ -1,18 +1,22 @@
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use clerk_sync_core::{route, Envelope, Topics};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::{ApiError, Publisher, UnverifiedWebhook, VerifiedWebhook, Verifier};
+use crate::{
+    error_chain, ApiError, IngestMetrics, Publisher, UnverifiedWebhook, VerifiedWebhook, Verifier,
+};
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -21,15 +25,19 @@ pub struct AppState {
     pub publisher: Publisher,
     pub topics: Arc<Topics>,
     pub body_limit: usize,
+    /// Bounds the requests in flight; beyond it requests are shed with 503.
+    pub in_flight: Arc<Semaphore>,
+    pub metrics: IngestMetrics,
 }
 
-/// `POST /webhooks/clerk`, `GET /healthz`, `GET /readyz`.
+/// `POST /webhooks/clerk`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 pub fn router(state: AppState) -> Router {
     let limit = state.body_limit;
     Router::new()
         .route("/webhooks/clerk", post(receive))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -45,7 +53,7 @@ pub async fn serve(
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await?;
     if let Err(e) = publisher.flush(Duration::from_secs(10)).await {
-        warn!(error = %e, "producer flush at shutdown failed");
+        warn!(error = %error_chain(&e), "producer flush at shutdown failed");
     }
     Ok(())
 }
@@ -68,59 +76,83 @@ impl FromRequest<AppState> for VerifiedWebhook {
     }
 }
 
-#[instrument(skip_all, fields(svix_id, event_type, outcome))]
-async fn receive(
-    State(state): State<AppState>,
+/// Sheds load before reading the body, then verifies, publishes and answers.
+async fn receive(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let result = match state.in_flight.clone().try_acquire_owned() {
+        Err(_) => Err(ApiError::Overloaded),
+        Ok(_permit) => {
+            state.metrics.in_flight.inc();
+            let webhook = VerifiedWebhook::from_request(request, &state).await;
+            let result = handle(&state, webhook).await;
+            state.metrics.in_flight.dec();
+            result
+        }
+    };
+    let outcome = match &result {
+        Ok(outcome) => *outcome,
+        Err(e) => e.outcome(),
+    };
+    state.metrics.requests.with_label_values(&[outcome]).inc();
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[outcome])
+        .observe(started.elapsed().as_secs_f64());
+    result.map(|outcome| Json(json!({"status": outcome})))
+}
+
+#[instrument(name = "webhook", skip_all, fields(svix_id, event_type, outcome))]
+async fn handle(
+    state: &AppState,
     webhook: Result<VerifiedWebhook, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<&'static str, ApiError> {
     let span = tracing::Span::current();
-    let result = handle(&state, webhook).await;
+    let result = publish_verified(state, webhook, &span).await;
     let outcome = match &result {
         Ok(outcome) => *outcome,
         Err(e) => e.outcome(),
     };
     span.record("outcome", outcome);
     info!("webhook handled");
-    result.map(|outcome| Json(json!({"status": outcome})))
+    result
 }
 
-async fn handle(
+async fn publish_verified(
     state: &AppState,
     webhook: Result<VerifiedWebhook, ApiError>,
+    span: &tracing::Span,
 ) -> Result<&'static str, ApiError> {
     let webhook = webhook?;
-    let span = tracing::Span::current();
     span.record("svix_id", webhook.id());
     let envelope =
-        Envelope::parse(webhook.body()).map_err(|e| ApiError::BadPayload(source_text(&e)))?;
+        Envelope::parse(webhook.body()).map_err(|e| ApiError::BadPayload(error_chain(&e)))?;
     span.record("event_type", envelope.event_type.as_str());
     let route = route(&envelope).map_err(|e| ApiError::BadPayload(e.to_string()))?;
     let Some(topic) = state.topics.for_stream(route.stream) else {
         return Ok("ignored_type");
     };
-    match state
+    let started = Instant::now();
+    let published = state
         .publisher
         .publish(&webhook, &envelope.event_type, topic, route.key.as_deref())
-        .await
-    {
+        .await;
+    state
+        .metrics
+        .produce_duration
+        .observe(started.elapsed().as_secs_f64());
+    match published {
         Ok(_) => Ok(if route.key.is_some() {
             "accepted"
         } else {
             "ignored_type"
         }),
         Err(e) => {
-            warn!(error = %crate::error::error_chain(&e), "publish failed; answering 503 so Svix retries");
+            warn!(error = %error_chain(&e), "publish failed; answering 503 so Svix retries");
             Err(ApiError::Unavailable {
                 retry_after: Duration::from_secs(5),
             })
         }
-    }
-}
-
-fn source_text(e: &clerk_sync_core::Error) -> String {
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
     }
 }
 
@@ -132,4 +164,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({"ready": broker, "broker": broker})))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

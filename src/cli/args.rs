@@ -113,6 +113,9 @@ pub struct IngestArgs {
     /// How long to wait for the broker's acknowledgement before answering 503, in milliseconds.
     #[arg(long, env = "PUBLISH_DEADLINE_MS", default_value_t = 5000)]
     pub publish_deadline_ms: u64,
+    /// Requests handled at once; more are answered 503 at once (Svix retries them).
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -165,6 +168,9 @@ pub struct WorkerArgs {
     /// Consumer session timeout, in milliseconds: how soon a dead worker's partitions move.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
     pub session_timeout_ms: u64,
+    /// How often consumer lag is measured for /metrics, in milliseconds.
+    #[arg(long, env = "LAG_REFRESH_MS", default_value_t = 15_000)]
+    pub lag_refresh_ms: u64,
     /// Do not apply migrations at start-up (run `clerk-sync migrate` separately).
     #[arg(long, env = "SKIP_MIGRATIONS")]
     pub skip_migrations: bool,
@@ -196,6 +202,7 @@ impl WorkerArgs {
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             dlq_topic: self.topics.topic_dlq.clone(),
+            lag_interval: Duration::from_millis(self.lag_refresh_ms.max(100)),
             kafka_options: self.kafka.options.clone(),
             worker_id,
         })

@@ -129,6 +129,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         webhook_tolerance_secs: 300,
         webhook_body_limit: 256 * 1024,
         publish_deadline_ms: 5000,
+        max_in_flight: 1024,
         kafka: producer_kafka(&kafka, args.brokers.is_none()),
         topics: topics.clone(),
     };
@@ -148,16 +149,20 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         batch_max: 500,
         batch_linger_ms: 50,
         session_timeout_ms: 6000,
+        lag_refresh_ms: 15_000,
         skip_migrations: true,
         worker_id: Some("dev".to_owned()),
         database,
         kafka: kafka.clone(),
         topics,
     };
+    let worker_config = worker_args.worker_config()?;
+    let metrics =
+        clerk_sync_worker::WorkerMetrics::new(prometheus::Registry::new(), &worker_config.topics)?;
     let worker = Worker::new(
-        worker_args.worker_config()?,
+        worker_config,
         pool.clone(),
-        Health::new(pool.clone()),
+        Health::new(pool.clone(), metrics),
     )?;
     let worker_cancel = cancel.clone();
     let worker = tokio::spawn(async move { worker.run(worker_cancel).await });

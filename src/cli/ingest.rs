@@ -19,11 +19,16 @@ pub async fn build(args: &IngestArgs) -> Result<AppState> {
         args.publish_deadline()?,
     )
     .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")?;
+    if args.max_in_flight == 0 {
+        anyhow::bail!("MAX_IN_FLIGHT: expected at least 1");
+    }
     Ok(AppState {
         verifier: Arc::new(verifier),
         publisher,
         topics: Arc::new(args.topics.topics()),
         body_limit: args.webhook_body_limit,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(args.max_in_flight)),
+        metrics: clerk_sync_ingest::IngestMetrics::new(prometheus::Registry::new())?,
     })
 }
 

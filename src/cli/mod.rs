@@ -4,6 +4,7 @@ mod args;
 mod dev;
 mod dlq;
 mod ingest;
+mod lag;
 mod migrate;
 mod shutdown;
 mod topics;
@@ -38,6 +39,8 @@ pub enum Command {
     /// Kafka topic administration.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Show the consumer group's lag per partition (offsets and age), like kafka-consumer-groups.
+    Lag(lag::LagArgs),
     /// Inspect and redrive the dead-letter topic.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -52,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Topics(command) => topics::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
+        Command::Lag(args) => lag::run(args).await,
         Command::Dev(args) => dev::run(args, shutdown_token()).await,
     }
 }

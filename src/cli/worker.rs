@@ -16,7 +16,9 @@ pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
             .await
             .context("applying migrations")?;
     }
-    let health = Health::new(pool.clone());
+    let metrics =
+        clerk_sync_worker::WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?;
+    let health = Health::new(pool.clone(), metrics);
     let worker = Worker::new(config, pool, health.clone())
         .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create the consumer")?;
 

@@ -5,5 +5,6 @@ mod harness;
 mod failures;
 mod mirror_cases;
 mod mirror_property;
+mod observability;
 mod pipeline;
 mod reference_queries;

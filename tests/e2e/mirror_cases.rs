@@ -179,6 +179,7 @@ async fn updates_after_a_user_deletion_never_resurrect_it() -> anyhow::Result<()
 }
 
 #[tokio::test]
+#[allow(clippy::type_complexity)]
 async fn a_deleted_user_is_a_tombstone_with_its_personal_data_erased() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     apply(

@@ -21,6 +21,10 @@ pub struct BatchReport {
     pub ignored: usize,
     /// Records that can never be applied; each went to the dead-letter topic.
     pub dead_lettered: usize,
+    /// Outcome counts by (topic, outcome), for metrics.
+    pub by_topic: std::collections::BTreeMap<(String, &'static str), u64>,
+    /// Clerk timestamp (ms) of the newest event applied.
+    pub newest_event_ms: Option<i64>,
 }
 
 /// A record of the batch that can never be applied, by index into the batch.
@@ -61,8 +65,21 @@ pub async fn apply_records(
     }
     let all: Vec<(EventMeta, ClerkEvent)> = events.iter().map(|(_, e)| e.clone()).collect();
     let first_failure = now_ms();
-    match with_retry(|| apply_all(pool, &all), health, cancel).await {
-        Ok(outcomes) => count(&mut report, &outcomes),
+    let timed = || async {
+        let started = std::time::Instant::now();
+        let outcomes = apply_all(pool, &all).await?;
+        health
+            .metrics
+            .transaction_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(outcomes)
+    };
+    match with_retry(timed, health, cancel).await {
+        Ok(outcomes) => {
+            for ((index, event), outcome) in events.iter().zip(outcomes) {
+                count(&mut report, &records[*index].topic, &event.0, outcome);
+            }
+        }
         Err(Error::Cancelled) => return Err(Error::Cancelled),
         Err(e) if !e.is_retryable() => {
             warn!(error_kind = e.kind(), error = %error_chain(&e), "batch rejected; applying records one by one");
@@ -74,7 +91,11 @@ pub async fn apply_records(
                 )
                 .await
                 {
-                    Ok(outcomes) => count(&mut report, &outcomes),
+                    Ok(outcomes) => {
+                        for outcome in outcomes {
+                            count(&mut report, &records[*index].topic, &event.0, outcome);
+                        }
+                    }
                     Err(Error::Cancelled) => return Err(Error::Cancelled),
                     Err(e) if !e.is_retryable() => {
                         let record = &records[*index];
@@ -93,6 +114,12 @@ pub async fn apply_records(
         Err(e) => return Err(e),
     }
     report.dead_lettered = poison.len();
+    for p in &poison {
+        *report
+            .by_topic
+            .entry((records[p.index].topic.clone(), "dead_lettered"))
+            .or_default() += 1;
+    }
     poison.sort_by_key(|p| p.index);
     Ok((report, poison))
 }
@@ -107,13 +134,19 @@ fn failure(e: &Error, attempts: u32, first_failure_ms: i64) -> Failure {
     }
 }
 
-fn count(report: &mut BatchReport, outcomes: &[Outcome]) {
-    for outcome in outcomes {
-        match outcome {
-            Outcome::Applied => report.applied += 1,
-            Outcome::Stale => report.stale += 1,
-            Outcome::Ignored => report.ignored += 1,
-        }
+fn count(report: &mut BatchReport, topic: &str, meta: &EventMeta, outcome: Outcome) {
+    match outcome {
+        Outcome::Applied => report.applied += 1,
+        Outcome::Stale => report.stale += 1,
+        Outcome::Ignored => report.ignored += 1,
+    }
+    *report
+        .by_topic
+        .entry((topic.to_owned(), outcome.as_str()))
+        .or_default() += 1;
+    if outcome != Outcome::Ignored {
+        let at = meta.timestamp.get();
+        report.newest_event_ms = Some(report.newest_event_ms.map_or(at, |n| n.max(at)));
     }
 }
 
@@ -138,6 +171,7 @@ where
         .when(|e: &Error| e.is_retryable() && !cancel.is_cancelled())
         .notify(|e: &Error, delay| {
             health.set_retrying(true);
+            health.metrics.retries.with_label_values(&[e.kind()]).inc();
             warn!(error_kind = e.kind(), error = %error_chain(e), ?delay, "transient failure; retrying");
         });
     let result = tokio::select! {

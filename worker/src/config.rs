@@ -18,6 +18,8 @@ pub struct WorkerConfig {
     pub dlq_topic: String,
     /// Extra librdkafka properties (TLS, SASL, …), applied last.
     pub kafka_options: Vec<(String, String)>,
+    /// How often the lag gauges are refreshed.
+    pub lag_interval: Duration,
     /// Identifies this process in logs and dead letters.
     pub worker_id: String,
 }

@@ -61,6 +61,20 @@ impl Worker {
     /// Consumes until `cancel` fires, then finishes the batch in hand, commits and leaves.
     pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
         info!(group = %self.config.group_id, topics = ?self.config.topics, "worker started");
+        let lag_cancel = cancel.child_token();
+        let lag = self.refresh_lag(lag_cancel.clone());
+        let consume = self.consume(&cancel);
+        tokio::pin!(lag);
+        let result = tokio::select! {
+            result = consume => result,
+            _ = &mut lag => Ok(()),
+        };
+        lag_cancel.cancel();
+        result
+    }
+
+    async fn consume(&self, cancel: &CancellationToken) -> Result<()> {
+        let cancel = cancel.clone();
         while let Some(batch) = self.next_batch(&cancel).await? {
             match self.process_batch(&batch, &cancel).await {
                 Ok(report) => tracing::debug!(?report, "batch done"),
@@ -105,6 +119,7 @@ impl Worker {
         batch: &[OwnedMessage],
         cancel: &CancellationToken,
     ) -> Result<BatchReport> {
+        let started = std::time::Instant::now();
         let records: Vec<Record> = batch.iter().map(decode_record).collect();
         let (report, poison) = apply_records(&self.pool, &records, &self.health, cancel).await?;
         for p in &poison {
@@ -126,7 +141,62 @@ impl Worker {
             );
         }
         self.store_offsets(batch)?;
+        let metrics = &self.health.metrics;
+        for ((topic, outcome), n) in &report.by_topic {
+            metrics
+                .events
+                .with_label_values(&[topic.as_str(), outcome])
+                .inc_by(*n);
+        }
+        for p in &poison {
+            metrics
+                .dead_letters
+                .with_label_values(&[p.failure.kind])
+                .inc();
+        }
+        metrics.batch_size.observe(batch.len() as f64);
+        metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(at) = report.newest_event_ms {
+            self.health.applied_event_at(at);
+            self.health.refresh_freshness(crate::dead_letter::now_ms());
+        }
         Ok(report)
+    }
+
+    /// Refreshes the lag and freshness gauges every `lag_interval`, idle or not, until cancelled.
+    async fn refresh_lag(&self, cancel: CancellationToken) {
+        loop {
+            let (brokers, options, group, topics) = (
+                self.config.brokers.clone(),
+                self.config.kafka_options.clone(),
+                self.config.group_id.clone(),
+                self.config.topics.clone(),
+            );
+            let measured = tokio::task::spawn_blocking(move || {
+                crate::lag::measure_lag(
+                    &brokers,
+                    &options,
+                    &group,
+                    &topics,
+                    std::time::Duration::from_secs(5),
+                )
+            })
+            .await;
+            match measured {
+                Ok(Ok(lags)) => self.health.metrics.record_lag(&lags),
+                Ok(Err(e)) => {
+                    warn!(error = %crate::error_chain(&e), "could not measure consumer lag")
+                }
+                Err(e) => warn!(error = %e, "lag task failed"),
+            }
+            self.health.refresh_freshness(crate::dead_letter::now_ms());
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.config.lag_interval) => {}
+            }
+        }
     }
 
     fn store_offsets(&self, batch: &[OwnedMessage]) -> Result<()> {

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -8,19 +8,41 @@ use axum::{Json, Router};
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::WorkerMetrics;
+
 /// What the worker's readiness reflects: the database answers and the worker is not stuck
 /// retrying a transient failure.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Health {
     pool: PgPool,
     retrying: Arc<AtomicBool>,
+    /// Clerk timestamp (ms) of the newest event applied, for the freshness gauge.
+    newest_applied_ms: Arc<AtomicI64>,
+    pub metrics: WorkerMetrics,
 }
 
 impl Health {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, metrics: WorkerMetrics) -> Self {
         Health {
             pool,
             retrying: Arc::new(AtomicBool::new(false)),
+            newest_applied_ms: Arc::new(AtomicI64::new(0)),
+            metrics,
+        }
+    }
+
+    pub fn applied_event_at(&self, clerk_timestamp_ms: i64) {
+        self.newest_applied_ms
+            .fetch_max(clerk_timestamp_ms, Ordering::Relaxed);
+    }
+
+    /// Updates the freshness gauge: now minus the newest applied event's Clerk time.
+    pub fn refresh_freshness(&self, now_ms: i64) {
+        let newest = self.newest_applied_ms.load(Ordering::Relaxed);
+        if newest > 0 {
+            self.metrics
+                .freshness
+                .set(((now_ms - newest).max(0) as f64) / 1000.0);
         }
     }
 
@@ -33,11 +55,23 @@ impl Health {
     }
 }
 
-/// `/healthz` (alive) and `/readyz` (database reachable, not stuck retrying).
+/// `/healthz` (alive), `/readyz` (database reachable, not stuck retrying) and `/metrics`.
 pub fn health_router(health: Health) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|State(health): State<Health>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    health.metrics.render(),
+                )
+            }),
+        )
         .with_state(health)
 }
 

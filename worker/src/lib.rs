@@ -11,6 +11,8 @@ pub mod dead_letter;
 mod decode;
 mod error;
 mod health;
+pub mod lag;
+mod metrics;
 mod migrate;
 
 pub use batch::{apply_records, error_chain, BatchReport, Poison};
@@ -19,4 +21,5 @@ pub use consumer::Worker;
 pub use decode::{decode_record, Record};
 pub use error::{Error, Result};
 pub use health::{health_router, Health};
+pub use metrics::{WorkerMetrics, EVENT_OUTCOMES};
 pub use migrate::{migrate, MIGRATOR};

@@ -120,6 +120,14 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub async fn start(db: &TestDb, kafka: &TestKafka) -> Result<Self> {
+        Self::start_with(db, kafka, &[]).await
+    }
+
+    pub async fn start_with(
+        db: &TestDb,
+        kafka: &TestKafka,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
         let port = free_port()?;
         let mut command = binary();
         command
@@ -131,6 +139,9 @@ impl WorkerProcess {
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("BATCH_LINGER_MS", "20");
         topic_env(&mut command, kafka);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
         let mut child = command.spawn()?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&mut child, &base).await?;
