@@ -5,7 +5,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{Error, Result, VerifiedWebhook};
 
@@ -86,7 +89,7 @@ impl Publisher {
         topic: &str,
         key: Option<&str>,
     ) -> Result<Published> {
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "svix-id",
                 value: Some(webhook.id()),
@@ -103,6 +106,12 @@ impl Publisher {
                 key: "content-type",
                 value: Some("application/json"),
             });
+        // W3C trace context, so the worker continues this request's trace.
+        let mut carrier = std::collections::HashMap::new();
+        TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+        for (key, value) in &carrier {
+            headers = headers.insert(Header { key, value: Some(value.as_str()) });
+        }
         let mut record = FutureRecord::<str, [u8]>::to(topic)
             .payload(webhook.body().as_ref())
             .headers(headers);

@@ -48,6 +48,21 @@ pub enum Command {
     Dev(dev::DevArgs),
 }
 
+impl Command {
+    /// Names the process in traces (`clerk-sync-<role>`).
+    pub fn role(&self) -> &'static str {
+        match self {
+            Command::Ingest(_) => "ingest",
+            Command::Worker(_) => "worker",
+            Command::Migrate(_) => "migrate",
+            Command::Topics(_) => "topics",
+            Command::Lag(_) => "lag",
+            Command::Dlq(_) => "dlq",
+            Command::Dev(_) => "dev",
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest::run(args, shutdown_token()).await,

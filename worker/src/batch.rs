@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::apply::{apply_all, Outcome};
+use crate::apply::{apply_all, apply_all_in_spans, Outcome};
 use crate::dead_letter::{now_ms, Failure};
 use crate::{Error, Health, Record, Result};
 
@@ -65,9 +65,10 @@ pub async fn apply_records(
     }
     let all: Vec<(EventMeta, ClerkEvent)> = events.iter().map(|(_, e)| e.clone()).collect();
     let first_failure = now_ms();
+    let span_for = |i: usize| event_span(&records[events[i].0], &events[i].1 .0);
     let timed = || async {
         let started = std::time::Instant::now();
-        let outcomes = apply_all(pool, &all).await?;
+        let outcomes = apply_all_in_spans(pool, &all, span_for).await?;
         health
             .metrics
             .transaction_duration
@@ -122,6 +123,25 @@ pub async fn apply_records(
     }
     poison.sort_by_key(|p| p.index);
     Ok((report, poison))
+}
+
+/// The span of one event's apply: a child of the span that published it (ingest's), so one
+/// trace runs from the HTTP request to the database row; linked from the batch's span.
+fn event_span(record: &Record, meta: &EventMeta) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        "apply_event",
+        event_id = %meta.id,
+        topic = %record.topic,
+        partition = record.partition,
+        offset = record.offset,
+    );
+    if let Some(cx) = &record.trace {
+        use opentelemetry::trace::TraceContextExt;
+        tracing::Span::current().add_link(cx.span().span_context().clone());
+        let _ = span.set_parent(cx.clone());
+    }
+    span
 }
 
 fn failure(e: &Error, attempts: u32, first_failure_ms: i64) -> Failure {

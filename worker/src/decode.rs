@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use clerk_sync_core::{ClerkEvent, EventId, EventMeta};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
@@ -10,6 +12,20 @@ pub struct Record {
     pub partition: i32,
     pub offset: i64,
     pub decoded: Result<(EventMeta, ClerkEvent)>,
+    /// The trace the record was published in (W3C `traceparent` header), if any.
+    pub trace: Option<opentelemetry::Context>,
+}
+
+fn trace_context(message: &OwnedMessage) -> Option<opentelemetry::Context> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    let headers = message.headers()?;
+    let carrier: HashMap<String, String> = headers
+        .iter()
+        .filter_map(|h| Some((h.key.to_owned(), std::str::from_utf8(h.value?).ok()?.to_owned())))
+        .collect();
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    cx.span().span_context().is_valid().then_some(cx)
 }
 
 /// The event id is the `svix-id` header that ingest copies from the webhook; records written by
@@ -42,5 +58,6 @@ pub fn decode_record(message: &OwnedMessage) -> Record {
         partition: message.partition(),
         offset: message.offset(),
         decoded,
+        trace: trace_context(message),
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod kafka;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod signing;

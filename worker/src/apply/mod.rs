@@ -6,6 +6,7 @@ mod users;
 
 use clerk_sync_core::{ClerkEvent, EventMeta};
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 
 use crate::Result;
 
@@ -63,10 +64,21 @@ pub async fn apply_event(
 
 /// Applies events in order in one transaction: all or nothing.
 pub async fn apply_all(pool: &PgPool, events: &[(EventMeta, ClerkEvent)]) -> Result<Vec<Outcome>> {
+    apply_all_in_spans(pool, events, |_| tracing::Span::none()).await
+}
+
+/// [`apply_all`], each event applied inside the span `span_for(index)` makes (the worker puts
+/// each event's span in the trace it was published in).
+pub async fn apply_all_in_spans(
+    pool: &PgPool,
+    events: &[(EventMeta, ClerkEvent)],
+    span_for: impl Fn(usize) -> tracing::Span,
+) -> Result<Vec<Outcome>> {
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(events.len());
-    for (meta, event) in events {
-        outcomes.push(apply_event(&mut tx, meta, event).await?);
+    for (i, (meta, event)) in events.iter().enumerate() {
+        let outcome = apply_event(&mut tx, meta, event).instrument(span_for(i)).await?;
+        outcomes.push(outcome);
     }
     tx.commit().await?;
     Ok(outcomes)
