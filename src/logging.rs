@@ -12,9 +12,9 @@ use opentelemetry_sdk::Resource;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 
 /// Log format: readable by default, JSON for log shippers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -55,11 +55,14 @@ fn tracer_provider(role: &str) -> Option<SdkTracerProvider> {
     {
         Ok(exporter) => exporter,
         Err(e) => {
-            eprintln!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: cannot create the trace exporter: {e}");
+            eprintln!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: cannot create the trace exporter: {e}"
+            );
             return None;
         }
     };
-    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("clerk-sync-{role}"));
+    let service =
+        std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("clerk-sync-{role}"));
     Some(
         SdkTracerProvider::builder()
             .with_batch_exporter(exporter)

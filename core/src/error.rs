@@ -36,3 +36,19 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_kinds_are_few_and_stable() {
+        // The worker pre-registers these as metric labels (clerk_sync_worker::ERROR_KINDS).
+        let kinds = [
+            "not_an_envelope",
+            "invalid_data",
+            "empty_id",
+            "missing_field",
+        ];
+        let e = super::Error::EmptyId { field: "x" };
+        assert!(kinds.contains(&e.kind()));
+    }
+}

@@ -64,6 +64,7 @@ impl IngestMetrics {
         // Every outcome shows from the start, at 0, so rates and alerts work before the first error.
         for outcome in OUTCOMES {
             requests.with_label_values(&[outcome]);
+            request_duration.with_label_values(&[outcome]);
         }
         Ok(IngestMetrics {
             registry,

@@ -1,12 +1,12 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -108,9 +108,13 @@ impl Publisher {
             });
         // W3C trace context, so the worker continues this request's trace.
         let mut carrier = std::collections::HashMap::new();
-        TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+        TraceContextPropagator::new()
+            .inject_context(&tracing::Span::current().context(), &mut carrier);
         for (key, value) in &carrier {
-            headers = headers.insert(Header { key, value: Some(value.as_str()) });
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            });
         }
         let mut record = FutureRecord::<str, [u8]>::to(topic)
             .payload(webhook.body().as_ref())

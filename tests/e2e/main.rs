@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod deploy_artifacts;
 mod failures;
 mod mirror_cases;
 mod mirror_property;

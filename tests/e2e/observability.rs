@@ -238,7 +238,8 @@ async fn the_lag_command_reports_log_end_committed_and_lag_for_a_group_with_know
 
 // Multi-threaded: the receiver's tasks run while the test waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_runs_from_the_http_request_through_the_broker_to_the_database() -> anyhow::Result<()> {
+async fn one_trace_runs_from_the_http_request_through_the_broker_to_the_database(
+) -> anyhow::Result<()> {
     let receiver = crate::harness::otlp::OtlpReceiver::start().await?;
     let env = receiver.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -247,25 +248,43 @@ async fn one_trace_runs_from_the_http_request_through_the_broker_to_the_database
     let ingest = Ingest::start(&kafka, &env).await?;
     let _worker = WorkerProcess::start_with(&db, &kafka, &env).await?;
     let client = reqwest::Client::new();
-    let response = signed_post(&client, &ingest.webhook_url(), TEST_SECRET, "msg_traced", &fixture("user.created.json"))
-        .send()
-        .await?;
+    let response = signed_post(
+        &client,
+        &ingest.webhook_url(),
+        TEST_SECRET,
+        "msg_traced",
+        &fixture("user.created.json"),
+    )
+    .send()
+    .await?;
     assert_eq!(response.status(), 200);
 
     let (webhook, applied) = eventually("both processes' spans", WAIT, || async {
         let spans = receiver.spans();
-        let webhook = spans.iter().find(|s| s.name == "webhook" && s.service == "clerk-sync-ingest")?.clone();
-        let applied = spans.iter().find(|s| s.name == "apply_event" && s.service == "clerk-sync-worker")?.clone();
+        let webhook = spans
+            .iter()
+            .find(|s| s.name == "webhook" && s.service == "clerk-sync-ingest")?
+            .clone();
+        let applied = spans
+            .iter()
+            .find(|s| s.name == "apply_event" && s.service == "clerk-sync-worker")?
+            .clone();
         Some((webhook, applied))
     })
     .await;
     assert!(!webhook.trace_id.is_empty());
-    assert_eq!(applied.trace_id, webhook.trace_id, "the worker continues the ingest request's trace");
+    assert_eq!(
+        applied.trace_id, webhook.trace_id,
+        "the worker continues the ingest request's trace"
+    );
     let publish = receiver
         .spans()
         .into_iter()
         .find(|s| s.name == "publish" && s.trace_id == webhook.trace_id)
         .expect("the publish span");
-    assert_eq!(applied.parent_span_id, publish.span_id, "apply_event is a child of the produce span");
+    assert_eq!(
+        applied.parent_span_id, publish.span_id,
+        "apply_event is a child of the produce span"
+    );
     Ok(())
 }

@@ -22,7 +22,12 @@ fn trace_context(message: &OwnedMessage) -> Option<opentelemetry::Context> {
     let headers = message.headers()?;
     let carrier: HashMap<String, String> = headers
         .iter()
-        .filter_map(|h| Some((h.key.to_owned(), std::str::from_utf8(h.value?).ok()?.to_owned())))
+        .filter_map(|h| {
+            Some((
+                h.key.to_owned(),
+                std::str::from_utf8(h.value?).ok()?.to_owned(),
+            ))
+        })
         .collect();
     let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
     cx.span().span_context().is_valid().then_some(cx)

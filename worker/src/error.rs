@@ -43,6 +43,20 @@ impl Error {
     }
 }
 
+/// Every value [`Error::kind`] can take: the bounded `error_kind` metric label.
+pub const ERROR_KINDS: &[&str] = &[
+    "database_unavailable",
+    "database_rejected",
+    "migration",
+    "kafka",
+    "empty_record",
+    "cancelled",
+    "not_an_envelope",
+    "invalid_data",
+    "empty_id",
+    "missing_field",
+];
+
 fn database_error_is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)

@@ -19,7 +19,7 @@ pub use batch::{apply_records, error_chain, BatchReport, Poison};
 pub use config::WorkerConfig;
 pub use consumer::Worker;
 pub use decode::{decode_record, Record};
-pub use error::{Error, Result};
+pub use error::{Error, Result, ERROR_KINDS};
 pub use health::{health_router, Health};
 pub use metrics::{WorkerMetrics, EVENT_OUTCOMES};
 pub use migrate::{migrate, MIGRATOR};

@@ -98,6 +98,10 @@ impl WorkerMetrics {
         registry.register(Box::new(lag_offsets.clone()))?;
         registry.register(Box::new(lag_seconds.clone()))?;
         registry.register(Box::new(freshness.clone()))?;
+        for kind in crate::ERROR_KINDS {
+            retries.with_label_values(&[kind]);
+            dead_letters.with_label_values(&[kind]);
+        }
         for topic in topics {
             for outcome in EVENT_OUTCOMES {
                 events.with_label_values(&[topic.as_str(), outcome]);

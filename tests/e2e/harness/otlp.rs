@@ -46,7 +46,8 @@ impl OtlpReceiver {
                             let service = service_of(&rs["resource"]);
                             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                                 for span in ss["spans"].as_array().into_iter().flatten() {
-                                    let text = |k: &str| span[k].as_str().unwrap_or_default().to_owned();
+                                    let text =
+                                        |k: &str| span[k].as_str().unwrap_or_default().to_owned();
                                     out.push(ExportedSpan {
                                         service: service.clone(),
                                         name: text("name"),
@@ -67,7 +68,11 @@ impl OtlpReceiver {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(OtlpReceiver { endpoint, spans, task })
+        Ok(OtlpReceiver {
+            endpoint,
+            spans,
+            task,
+        })
     }
 
     pub fn spans(&self) -> Vec<ExportedSpan> {

@@ -77,7 +77,9 @@ pub async fn apply_all_in_spans(
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(events.len());
     for (i, (meta, event)) in events.iter().enumerate() {
-        let outcome = apply_event(&mut tx, meta, event).instrument(span_for(i)).await?;
+        let outcome = apply_event(&mut tx, meta, event)
+            .instrument(span_for(i))
+            .await?;
         outcomes.push(outcome);
     }
     tx.commit().await?;
