@@ -282,3 +282,48 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_2xx_after_and_lo
     );
     Ok(())
 }
+
+// Multi-threaded: the proxy's tasks must keep running while the test blocks on Kafka calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_in_flight_ingest_sheds_load_with_503_at_once() -> anyhow::Result<()> {
+    let kafka = TestKafka::behind_proxy().await?;
+    let ingest = Ingest::start(
+        &kafka,
+        &[("PUBLISH_DEADLINE_MS", "4000"), ("MAX_IN_FLIGHT", "1")],
+    )
+    .await?;
+    // With the broker cut off, the one request allowed in flight waits for its deadline.
+    kafka.proxy.as_ref().expect("a proxy").cut();
+    let client = reqwest::Client::new();
+    let body = crate::harness::fixture("user.created.json");
+    let slow = signed_post(
+        &client,
+        &ingest.webhook_url(),
+        TEST_SECRET,
+        "msg_slow",
+        &body,
+    )
+    .send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shed = signed_post(
+        &client,
+        &ingest.webhook_url(),
+        TEST_SECRET,
+        "msg_shed",
+        &body,
+    )
+    .send()
+    .await?;
+    assert_eq!(shed.status(), 503);
+    assert!(shed.headers().contains_key("retry-after"));
+    let error: serde_json::Value = shed.json().await?;
+    assert_eq!(error["error"], "overloaded");
+    assert!(
+        !slow.is_finished(),
+        "the shed request was answered while the first was still in flight"
+    );
+    let first = slow.await??;
+    assert_eq!(first.status(), 503);
+    Ok(())
+}

@@ -156,7 +156,7 @@ async fn a_duplicate_delivery_changes_nothing() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let e = user("user_1", "created", T, "Alice");
     let outcomes = apply(&db, &[e.clone(), e]).await;
-    assert_eq!(outcomes, vec![Outcome::Applied, Outcome::Stale]);
+    assert_eq!(outcomes, vec![Outcome::Applied, Outcome::Duplicate]);
     Ok(())
 }
 

@@ -157,7 +157,7 @@ fn failure(e: &Error, attempts: u32, first_failure_ms: i64) -> Failure {
 fn count(report: &mut BatchReport, topic: &str, meta: &EventMeta, outcome: Outcome) {
     match outcome {
         Outcome::Applied => report.applied += 1,
-        Outcome::Stale => report.stale += 1,
+        Outcome::Stale | Outcome::Duplicate => report.stale += 1,
         Outcome::Ignored => report.ignored += 1,
     }
     *report

@@ -21,7 +21,7 @@ pub struct WorkerMetrics {
 }
 
 /// The bounded values of the `outcome` label of `clerk_sync_worker_events_total`.
-pub const EVENT_OUTCOMES: &[&str] = &["applied", "stale", "ignored", "dead_lettered"];
+pub const EVENT_OUTCOMES: &[&str] = &["applied", "stale", "duplicate", "ignored", "dead_lettered"];
 
 const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

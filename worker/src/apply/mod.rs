@@ -15,8 +15,10 @@ use crate::Result;
 pub enum Outcome {
     /// The event changed the tables.
     Applied,
-    /// The tables already held this version or a newer one.
+    /// The tables already held a newer (or equal) version.
     Stale,
+    /// The tables already held exactly this event (a redelivery).
+    Duplicate,
     /// A type the sync does not mirror.
     Ignored,
 }
@@ -26,6 +28,7 @@ impl Outcome {
         match self {
             Outcome::Applied => "applied",
             Outcome::Stale => "stale",
+            Outcome::Duplicate => "duplicate",
             Outcome::Ignored => "ignored",
         }
     }
@@ -55,11 +58,31 @@ pub async fn apply_event(
         }
         ClerkEvent::Ignored { .. } => return Ok(Outcome::Ignored),
     };
-    Ok(if changed {
-        Outcome::Applied
-    } else {
-        Outcome::Stale
-    })
+    if changed {
+        return Ok(Outcome::Applied);
+    }
+    // Unchanged: a redelivery when the row's fields came from this very event.
+    let holder = match event {
+        ClerkEvent::UserUpserted(u) => Some(("users", u.id.as_str())),
+        ClerkEvent::OrgUpserted(o) => Some(("organizations", o.id.as_str())),
+        ClerkEvent::MembershipUpserted(m) => Some(("org_memberships", m.id.as_str())),
+        ClerkEvent::MembershipDeleted(d) => Some(("org_memberships", d.0.id.as_str())),
+        _ => None,
+    };
+    if let Some((table, clerk_id)) = holder {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {table} WHERE clerk_id = $1 AND sync_event_id = $2)"
+        );
+        let duplicate: bool = sqlx::query_scalar(&sql)
+            .bind(clerk_id)
+            .bind(meta.id.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+        if duplicate {
+            return Ok(Outcome::Duplicate);
+        }
+    }
+    Ok(Outcome::Stale)
 }
 
 /// Applies events in order in one transaction: all or nothing.
