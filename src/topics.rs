@@ -14,6 +14,19 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<()> {
+    ensure_topics_with(brokers, options, names, partitions, replication, None).await
+}
+
+/// [`ensure_topics`] with an optional `retention.ms` for new topics.
+pub async fn ensure_topics_with(
+    brokers: &str,
+    options: &[(String, String)],
+    names: &[String],
+    partitions: i32,
+    replication: i32,
+    retention_ms: Option<i64>,
+) -> Result<()> {
+    let retention = retention_ms.map(|r| r.to_string());
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (k, v) in options {
@@ -24,7 +37,13 @@ pub async fn ensure_topics(
         .context("KAFKA_BROKERS: cannot create a Kafka admin client")?;
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .map(|n| {
+            let topic = NewTopic::new(n, partitions, TopicReplication::Fixed(replication));
+            match &retention {
+                Some(r) => topic.set("retention.ms", r),
+                None => topic,
+            }
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

@@ -19,7 +19,36 @@ pub struct KafkaArgs {
     pub brokers: String,
     /// Extra librdkafka properties, KEY=VALUE, comma-separated (TLS, SASL, linger.ms…).
     #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
-    pub options: Vec<(String, String)>,
+    pub extra_options: Vec<(String, String)>,
+    /// SASL user name (sets librdkafka's sasl.username), kept out of KAFKA_OPTIONS.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// SASL password (sets librdkafka's sasl.password); never printed.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<Secret>,
+}
+
+impl KafkaArgs {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaArgs {
+            brokers: brokers.into(),
+            extra_options: vec![],
+            sasl_username: None,
+            sasl_password: None,
+        }
+    }
+
+    /// Every librdkafka property to apply: `KAFKA_OPTIONS` plus the SASL credentials.
+    pub fn options(&self) -> Vec<(String, String)> {
+        let mut options = self.extra_options.clone();
+        if let Some(user) = &self.sasl_username {
+            options.push(("sasl.username".to_owned(), user.clone()));
+        }
+        if let Some(password) = &self.sasl_password {
+            options.push(("sasl.password".to_owned(), password.expose().to_owned()));
+        }
+        options
+    }
 }
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
@@ -203,7 +232,7 @@ impl WorkerArgs {
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             dlq_topic: self.topics.topic_dlq.clone(),
             lag_interval: Duration::from_millis(self.lag_refresh_ms.max(100)),
-            kafka_options: self.kafka.options.clone(),
+            kafka_options: self.kafka.options(),
             worker_id,
         })
     }

@@ -74,10 +74,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         }
     };
     let mut _broker = None;
-    let mut kafka = KafkaArgs {
-        brokers: String::new(),
-        options: vec![],
-    };
+    let mut kafka = KafkaArgs::new("");
     match &args.brokers {
         Some(brokers) => kafka.brokers = brokers.clone(),
         None => {
@@ -107,7 +104,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     };
     crate::topics::ensure_topics(
         &kafka.brokers,
-        &kafka.options,
+        &kafka.options(),
         &topics.topics().synced(),
         3,
         1,
@@ -198,7 +195,9 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
 fn producer_kafka(kafka: &KafkaArgs, local_tansu: bool) -> KafkaArgs {
     let mut kafka = kafka.clone();
     if local_tansu {
-        kafka.options.push(("linger.ms".to_owned(), "0".to_owned()));
+        kafka
+            .extra_options
+            .push(("linger.ms".to_owned(), "0".to_owned()));
     }
     kafka
 }

@@ -59,7 +59,7 @@ pub async fn run(command: DlqCommand) -> Result<()> {
     match command {
         DlqCommand::List(args) => {
             let consumer =
-                dlq::consumer(&args.kafka.brokers, &args.kafka.options, &inspect_group())?;
+                dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())?;
             let topic = args.topic_dlq.clone();
             let letters =
                 tokio::task::spawn_blocking(move || dlq::read_to_end(&consumer, &topic, false))
@@ -86,7 +86,7 @@ pub async fn run(command: DlqCommand) -> Result<()> {
             show_personal_data,
         } => {
             let consumer =
-                dlq::consumer(&args.kafka.brokers, &args.kafka.options, &inspect_group())?;
+                dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())?;
             let topic = args.topic_dlq.clone();
             let letters =
                 tokio::task::spawn_blocking(move || dlq::read_to_end(&consumer, &topic, false))
@@ -134,7 +134,7 @@ pub async fn run(command: DlqCommand) -> Result<()> {
                     ))
                 })
                 .transpose()?;
-            let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options, &group)?;
+            let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &group)?;
             let topic = args.topic_dlq.clone();
             let from_committed = only.is_none();
             let (consumer, letters) = tokio::task::spawn_blocking(move || {
@@ -146,7 +146,7 @@ pub async fn run(command: DlqCommand) -> Result<()> {
                 .iter()
                 .filter(|l| only.is_none_or(|(p, o)| l.partition == p && l.offset == o))
                 .collect();
-            let producer = dlq::producer(&args.kafka.brokers, &args.kafka.options)?;
+            let producer = dlq::producer(&args.kafka.brokers, &args.kafka.options())?;
             for letter in &selected {
                 let target = letter.header(header::ORIGINAL_TOPIC).unwrap_or_default();
                 if dry_run {

@@ -15,7 +15,7 @@ pub async fn build(args: &IngestArgs) -> Result<AppState> {
         .context("CLERK_WEBHOOK_SECRET")?;
     let publisher = Publisher::new(
         &args.kafka.brokers,
-        &args.kafka.options,
+        &args.kafka.options(),
         args.publish_deadline()?,
     )
     .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")?;

@@ -27,7 +27,7 @@ pub struct LagArgs {
 pub async fn run(args: LagArgs) -> Result<()> {
     let (brokers, options, group, topics) = (
         args.kafka.brokers.clone(),
-        args.kafka.options.clone(),
+        args.kafka.options(),
         args.group.clone(),
         args.topics.topics().synced(),
     );

@@ -6,6 +6,7 @@ mod dlq;
 mod ingest;
 mod lag;
 mod migrate;
+mod probe;
 mod shutdown;
 mod topics;
 mod worker;
@@ -44,6 +45,8 @@ pub enum Command {
     /// Inspect and redrive the dead-letter topic.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Exit 0 when a URL answers 2xx (container health checks).
+    Probe(probe::ProbeArgs),
     /// Run the whole pipeline locally: broker, Postgres, migrations, ingest and worker.
     Dev(dev::DevArgs),
 }
@@ -59,6 +62,7 @@ impl Command {
             Command::Lag(_) => "lag",
             Command::Dlq(_) => "dlq",
             Command::Dev(_) => "dev",
+            Command::Probe(_) => "probe",
         }
     }
 }
@@ -72,5 +76,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => dlq::run(command).await,
         Command::Lag(args) => lag::run(args).await,
         Command::Dev(args) => dev::run(args, shutdown_token()).await,
+        Command::Probe(args) => probe::run(args).await,
     }
 }

@@ -13,6 +13,10 @@ pub enum TopicsCommand {
         /// Replication factor (3 on a production cluster).
         #[arg(long, env = "TOPIC_REPLICATION", default_value_t = 1)]
         replication: i32,
+        /// Retention of new topics in milliseconds (the broker's default when unset). Keep
+        /// enough to replay from: a week or more.
+        #[arg(long, env = "TOPIC_RETENTION_MS")]
+        retention_ms: Option<i64>,
         /// Print what would be created, change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -28,6 +32,7 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
         TopicsCommand::Create {
             partitions,
             replication,
+            retention_ms,
             dry_run,
             kafka,
             topics,
@@ -45,12 +50,13 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
                 }
                 return Ok(());
             }
-            crate::topics::ensure_topics(
+            crate::topics::ensure_topics_with(
                 &kafka.brokers,
-                &kafka.options,
+                &kafka.options(),
                 &names,
                 partitions,
                 replication,
+                retention_ms,
             )
             .await?;
             for name in &names {

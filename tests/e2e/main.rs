@@ -3,6 +3,7 @@
 mod harness;
 
 mod deploy_artifacts;
+mod deploy_config;
 mod failures;
 mod mirror_cases;
 mod mirror_property;

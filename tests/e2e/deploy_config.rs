@@ -1,0 +1,360 @@
+//! compose and Kubernetes manifests cannot drift from the binary: every setting they pass is one
+//! the binary accepts, every required one is set, and probes, ports and paths are real.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_norway::Value;
+
+use crate::harness::{Ingest, TestDb, TestKafka, WorkerProcess};
+
+fn repo_file(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+fn yaml(path: &str) -> Value {
+    serde_norway::from_str(&repo_file(path))
+        .unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
+}
+
+/// The environment variables `clerk-sync <args> --help` lists, and the (name → default) pairs.
+fn accepted(args: &[&str]) -> (BTreeSet<String>, BTreeMap<String, String>) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+        .args(args)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("clerk-sync --help");
+    let help = String::from_utf8_lossy(&output.stdout).replace('\n', " ");
+    let mut names = BTreeSet::new();
+    let mut defaults = BTreeMap::new();
+    for part in help.split("[env: ").skip(1) {
+        let name: String = part
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        if let Some(default) = part
+            .split("[default: ")
+            .nth(1)
+            .filter(|_| part.find("[default: ") < part.find("[env: ").or(Some(usize::MAX)))
+        {
+            defaults.insert(
+                name.clone(),
+                default.split(']').next().unwrap_or_default().to_owned(),
+            );
+        }
+        names.insert(name);
+    }
+    // Read by the process outside clap: logging and OpenTelemetry.
+    for extra in [
+        "RUST_LOG",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_SERVICE_NAME",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+    ] {
+        names.insert(extra.to_owned());
+    }
+    (names, defaults)
+}
+
+fn required(role: &str) -> &'static [&'static str] {
+    match role {
+        "ingest" => &["KAFKA_BROKERS", "CLERK_WEBHOOK_SECRET"],
+        "worker" => &["KAFKA_BROKERS", "DATABASE_URL"],
+        "migrate" => &["DATABASE_URL"],
+        "topics" => &["KAFKA_BROKERS"],
+        _ => &[],
+    }
+}
+
+fn role_args(command: &[String]) -> Vec<&str> {
+    match command.first().map(String::as_str) {
+        Some("topics") => vec!["topics", "create"],
+        Some(role) => vec![role],
+        None => vec![],
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn check(place: &str, command: &[String], env: &BTreeSet<String>) {
+    let args = role_args(command);
+    let (names, _) = accepted(&args);
+    let unknown: Vec<_> = env.difference(&names).collect();
+    assert!(
+        unknown.is_empty(),
+        "{place}: clerk-sync {args:?} does not accept {unknown:?}"
+    );
+    for r in required(args[0]) {
+        assert!(env.contains(*r), "{place}: required {r} is not set");
+    }
+}
+
+#[test]
+fn compose_sets_only_settings_the_binary_accepts_and_every_required_one() {
+    let compose = yaml("deploy/compose.yaml");
+    let services = compose["services"].as_mapping().expect("services");
+    let mut roles = BTreeSet::new();
+    for (name, service) in services {
+        if !service["image"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("clerk-sync")
+        {
+            continue;
+        }
+        let command = strings(&service["command"]);
+        let env: BTreeSet<String> = service["environment"]
+            .as_mapping()
+            .expect("environment")
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect();
+        check(&format!("compose service {name:?}"), &command, &env);
+        roles.insert(command[0].clone());
+        // Health checks probe the address the service listens on.
+        if let Some(listen) = service["environment"]["LISTEN_ADDR"].as_str() {
+            let port = listen.rsplit(':').next().expect("port");
+            let test = strings(&service["healthcheck"]["test"]).join(" ");
+            assert!(
+                test.contains(&format!("127.0.0.1:{port}/readyz")),
+                "{name:?} health check: {test}"
+            );
+        }
+    }
+    assert_eq!(
+        roles,
+        ["ingest", "migrate", "topics", "worker"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    // Prometheus scrapes the ports the services listen on.
+    let scrape = repo_file("deploy/prometheus/prometheus.yml");
+    assert!(scrape.contains("ingest:8080") && scrape.contains("worker:9090"));
+}
+
+fn documents(dir: &str) -> Vec<(String, Value)> {
+    let root = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&root).expect("manifests") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            out.push((name.clone(), yaml(&format!("{dir}/{name}"))));
+        }
+    }
+    out
+}
+
+#[test]
+fn kubernetes_manifests_are_complete_and_match_the_binary() {
+    let docs = documents("deploy/k8s/base");
+    let config: BTreeSet<String> = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "ConfigMap")
+        .and_then(|(_, d)| d["data"].as_mapping())
+        .expect("a ConfigMap")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    let kustomization = yaml("deploy/k8s/base/kustomization.yaml");
+    let listed: BTreeSet<String> = strings(&kustomization["resources"]).into_iter().collect();
+    for (file, doc) in &docs {
+        assert!(
+            listed.contains(file),
+            "{file} is not listed in kustomization.yaml"
+        );
+        for field in ["apiVersion", "kind"] {
+            assert!(doc[field].is_string(), "{file}: {field} missing");
+        }
+        assert!(
+            doc["metadata"]["name"].is_string(),
+            "{file}: metadata.name missing"
+        );
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        if kind != "Deployment" && kind != "Job" {
+            continue;
+        }
+        let pod = &doc["spec"]["template"];
+        if kind == "Deployment" {
+            let selector = doc["spec"]["selector"]["matchLabels"]
+                .as_mapping()
+                .expect("selector");
+            for (k, v) in selector {
+                assert_eq!(
+                    &pod["metadata"]["labels"][k], v,
+                    "{file}: selector does not match the pod labels"
+                );
+            }
+        }
+        assert_eq!(
+            pod["spec"]["securityContext"]["runAsNonRoot"],
+            Value::Bool(true),
+            "{file}: non-root"
+        );
+        for container in pod["spec"]["containers"].as_sequence().expect("containers") {
+            assert!(
+                container["name"].is_string() && container["image"].is_string(),
+                "{file}: container name/image"
+            );
+            let sc = &container["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true), "{file}");
+            assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false), "{file}");
+            let args = strings(&container["args"]);
+            let mut env: BTreeSet<String> = container["env"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                .collect();
+            if !container["envFrom"].is_null() {
+                env.extend(config.iter().cloned());
+            }
+            check(&format!("{file}"), &args, &env);
+            if kind == "Deployment" {
+                let port = container["ports"][0]["containerPort"]
+                    .as_u64()
+                    .expect("port");
+                let listen = container["env"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["name"] == "LISTEN_ADDR")
+                    .and_then(|e| e["value"].as_str())
+                    .expect("LISTEN_ADDR");
+                assert!(
+                    listen.ends_with(&format!(":{port}")),
+                    "{file}: listens on {listen}, port {port}"
+                );
+                assert_eq!(
+                    container["livenessProbe"]["httpGet"]["path"], "/healthz",
+                    "{file}"
+                );
+                assert_eq!(
+                    container["readinessProbe"]["httpGet"]["path"], "/readyz",
+                    "{file}"
+                );
+                assert_eq!(
+                    pod["metadata"]["annotations"]["prometheus.io/path"], "/metrics",
+                    "{file}"
+                );
+                assert_eq!(
+                    pod["metadata"]["annotations"]["prometheus.io/port"].as_str(),
+                    Some(port.to_string().as_str()),
+                    "{file}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn kedas_trigger_names_the_workers_group_and_topics_and_never_outscales_the_partitions() {
+    let (_, worker_defaults) = accepted(&["worker"]);
+    let (_, topic_defaults) = accepted(&["topics", "create"]);
+    let scaled = yaml("deploy/k8s/base/worker-scaledobject.yaml");
+    let config = yaml("deploy/k8s/base/configmap.yaml");
+    let group = &worker_defaults["KAFKA_GROUP_ID"];
+    let deployment = yaml("deploy/k8s/base/worker-deployment.yaml");
+    let set_group = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "KAFKA_GROUP_ID")
+        .and_then(|e| e["value"].as_str())
+        .expect("the worker's KAFKA_GROUP_ID");
+    assert_eq!(set_group, group.as_str());
+    let mut topics = BTreeSet::new();
+    for trigger in scaled["spec"]["triggers"].as_sequence().expect("triggers") {
+        assert_eq!(trigger["type"], "kafka");
+        assert_eq!(
+            trigger["metadata"]["consumerGroup"].as_str(),
+            Some(group.as_str())
+        );
+        assert_eq!(
+            trigger["metadata"]["bootstrapServers"],
+            config["data"]["KAFKA_BROKERS"]
+        );
+        topics.insert(
+            trigger["metadata"]["topic"]
+                .as_str()
+                .expect("topic")
+                .to_owned(),
+        );
+    }
+    let expected: BTreeSet<String> = ["TOPIC_USERS", "TOPIC_ORGANIZATIONS", "TOPIC_MEMBERSHIPS"]
+        .iter()
+        .map(|t| worker_defaults[*t].clone())
+        .collect();
+    assert_eq!(topics, expected);
+    let partitions: u64 = topic_defaults["TOPIC_PARTITIONS"]
+        .parse()
+        .expect("partitions");
+    assert!(scaled["spec"]["maxReplicaCount"].as_u64().expect("max") <= partitions);
+}
+
+#[test]
+fn the_example_overlay_passes_only_settings_the_binary_accepts() {
+    let overlay = yaml("deploy/k8s/overlays/example/kustomization.yaml");
+    let (ingest, _) = accepted(&["ingest"]);
+    let (worker, _) = accepted(&["worker"]);
+    let both: BTreeSet<String> = ingest.intersection(&worker).cloned().collect();
+    for generator in overlay["configMapGenerator"]
+        .as_sequence()
+        .expect("configMapGenerator")
+    {
+        for literal in strings(&generator["literals"]) {
+            let key = literal.split('=').next().expect("key");
+            assert!(
+                both.contains(key),
+                "overlay sets {key}, which ingest and worker do not both accept"
+            );
+        }
+    }
+    let patches = repo_file("deploy/k8s/overlays/example/kustomization.yaml");
+    for name in patches
+        .split("name: ")
+        .skip(1)
+        .filter_map(|p| p.split([',', '}', '\n']).next())
+    {
+        if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            assert!(
+                both.contains(name),
+                "overlay patch sets {name}, which the binary does not accept"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_probe_and_metrics_paths_the_manifests_use_are_served() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    let worker = WorkerProcess::start(&db, &kafka).await?;
+    for base in [&ingest.base, &worker.base] {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let status = reqwest::get(format!("{base}{path}")).await?.status();
+            assert!(status.is_success(), "{base}{path} answered {status}");
+        }
+    }
+    // The compose health check command works against a live process.
+    let probe = std::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+        .args(["probe", &format!("{}/readyz", ingest.base)])
+        .status()?;
+    assert!(probe.success());
+    Ok(())
+}
