@@ -223,7 +223,7 @@ fn kubernetes_manifests_are_complete_and_match_the_binary() {
             if !container["envFrom"].is_null() {
                 env.extend(config.iter().cloned());
             }
-            check(&format!("{file}"), &args, &env);
+            check(file, &args, &env);
             if kind == "Deployment" {
                 let port = container["ports"][0]["containerPort"]
                     .as_u64()
