@@ -7,6 +7,7 @@ mod ingest;
 mod lag;
 mod migrate;
 mod probe;
+mod replay;
 mod shutdown;
 mod topics;
 mod worker;
@@ -45,6 +46,8 @@ pub enum Command {
     /// Inspect and redrive the dead-letter topic.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Re-apply records from the Kafka log (from the beginning, a time or an offset).
+    Replay(replay::ReplayArgs),
     /// Exit 0 when a URL answers 2xx (container health checks).
     Probe(probe::ProbeArgs),
     /// Run the whole pipeline locally: broker, Postgres, migrations, ingest and worker.
@@ -63,6 +66,7 @@ impl Command {
             Command::Dlq(_) => "dlq",
             Command::Dev(_) => "dev",
             Command::Probe(_) => "probe",
+            Command::Replay(_) => "replay",
         }
     }
 }
@@ -77,5 +81,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lag(args) => lag::run(args).await,
         Command::Dev(args) => dev::run(args, shutdown_token()).await,
         Command::Probe(args) => probe::run(args).await,
+        Command::Replay(args) => replay::run(args, shutdown_token()).await,
     }
 }

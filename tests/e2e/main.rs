@@ -10,3 +10,4 @@ mod mirror_property;
 mod observability;
 mod pipeline;
 mod reference_queries;
+mod replay;

@@ -14,6 +14,7 @@ mod health;
 pub mod lag;
 mod metrics;
 mod migrate;
+pub mod replay;
 
 pub use batch::{apply_records, error_chain, BatchReport, Poison};
 pub use config::WorkerConfig;
