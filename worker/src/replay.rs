@@ -63,6 +63,9 @@ struct Range {
     done: bool,
 }
 
+/// Where each partition's read ends (the log end seen at the start).
+type Ranges = BTreeMap<(String, i32), Range>;
+
 fn consumer(config: &ReplayConfig) -> Result<StreamConsumer> {
     let mut client = ClientConfig::new();
     client
@@ -81,7 +84,7 @@ fn consumer(config: &ReplayConfig) -> Result<StreamConsumer> {
 fn plan(
     consumer: &StreamConsumer,
     config: &ReplayConfig,
-) -> Result<(TopicPartitionList, BTreeMap<(String, i32), Range>)> {
+) -> Result<(TopicPartitionList, Ranges)> {
     let timeout = Duration::from_secs(10);
     let mut ranges = BTreeMap::new();
     let mut starts = TopicPartitionList::new();
