@@ -1,6 +1,7 @@
 //! Command-line interface: every setting is a flag with an environment variable.
 
 mod args;
+mod backfill;
 mod dev;
 mod dlq;
 mod ingest;
@@ -46,6 +47,8 @@ pub enum Command {
     /// Inspect and redrive the dead-letter topic.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Publish every user, organization and membership from Clerk's Backend API.
+    Backfill(backfill::BackfillArgs),
     /// Re-apply records from the Kafka log (from the beginning, a time or an offset).
     Replay(replay::ReplayArgs),
     /// Exit 0 when a URL answers 2xx (container health checks).
@@ -67,6 +70,7 @@ impl Command {
             Command::Dev(_) => "dev",
             Command::Probe(_) => "probe",
             Command::Replay(_) => "replay",
+            Command::Backfill(_) => "backfill",
         }
     }
 }
@@ -82,5 +86,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args, shutdown_token()).await,
         Command::Probe(args) => probe::run(args).await,
         Command::Replay(args) => replay::run(args, shutdown_token()).await,
+        Command::Backfill(args) => backfill::run(args).await,
     }
 }

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod backfill;
 mod deploy_artifacts;
 mod deploy_config;
 mod failures;

@@ -81,10 +81,7 @@ fn consumer(config: &ReplayConfig) -> Result<StreamConsumer> {
 }
 
 /// Start offsets and end offsets (log end now) per partition.
-fn plan(
-    consumer: &StreamConsumer,
-    config: &ReplayConfig,
-) -> Result<(TopicPartitionList, Ranges)> {
+fn plan(consumer: &StreamConsumer, config: &ReplayConfig) -> Result<(TopicPartitionList, Ranges)> {
     let timeout = Duration::from_secs(10);
     let mut ranges = BTreeMap::new();
     let mut starts = TopicPartitionList::new();
