@@ -27,19 +27,47 @@ pub struct AppState {
     pub body_limit: usize,
     /// Bounds the requests in flight; beyond it requests are shed with 503.
     pub in_flight: Arc<Semaphore>,
+    /// Longest a request may take, body upload included (slow clients get 408).
+    pub request_timeout: Duration,
     pub metrics: IngestMetrics,
 }
 
 /// `POST /webhooks/clerk`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 pub fn router(state: AppState) -> Router {
     let limit = state.body_limit;
+    let timeout = state.request_timeout;
     Router::new()
-        .route("/webhooks/clerk", post(receive))
+        .route(
+            "/webhooks/clerk",
+            post(receive)
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+                .layer(axum::middleware::map_response(explain_timeout)),
+        )
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such endpoint; webhooks go to POST /webhooks/clerk"})))
+        })
+        .method_not_allowed_fallback(|| async {
+            (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": "method_not_allowed", "message": "use POST for /webhooks/clerk"})))
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// The timeout layer answers with an empty body: give it the same JSON shape as every error.
+async fn explain_timeout(response: axum::response::Response) -> axum::response::Response {
+    if response.status() != StatusCode::REQUEST_TIMEOUT {
+        return response;
+    }
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        Json(
+            json!({"error": "request_timeout", "message": "the request was not received in time"}),
+        ),
+    )
+        .into_response()
 }
 
 /// Serves until `cancel` fires, lets in-flight requests finish, then flushes the producer.

@@ -142,6 +142,9 @@ pub struct IngestArgs {
     /// How long to wait for the broker's acknowledgement before answering 503, in milliseconds.
     #[arg(long, env = "PUBLISH_DEADLINE_MS", default_value_t = 5000)]
     pub publish_deadline_ms: u64,
+    /// Longest a request may take, body upload included, in milliseconds (slow clients get 408).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
     /// Requests handled at once; more are answered 503 at once (Svix retries them).
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,

@@ -28,6 +28,7 @@ pub async fn build(args: &IngestArgs) -> Result<AppState> {
         topics: Arc::new(args.topics.topics()),
         body_limit: args.webhook_body_limit,
         in_flight: Arc::new(tokio::sync::Semaphore::new(args.max_in_flight)),
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms.max(1)),
         metrics: clerk_sync_ingest::IngestMetrics::new(prometheus::Registry::new())?,
     })
 }

@@ -9,6 +9,7 @@ mod lag;
 mod migrate;
 mod probe;
 mod replay;
+mod secret_files;
 mod shutdown;
 mod topics;
 mod worker;
@@ -16,6 +17,7 @@ mod worker;
 use clap::{Parser, Subcommand};
 
 pub use args::{DatabaseArgs, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
+pub use secret_files::load_secret_files;
 pub use shutdown::shutdown_token;
 
 use crate::logging::LogFormat;

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod attacks;
 mod backfill;
 mod deploy_artifacts;
 mod deploy_config;
