@@ -1,13 +1,56 @@
+use std::fmt;
+
+/// Why some JSON could not be read: where, and what was wrong, never the offending value (it may
+/// be personal data and ends up in logs and dead letters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonProblem {
+    /// The field path, e.g. `data.created_at`; empty for the document itself.
+    pub path: String,
+    pub problem: String,
+}
+
+impl JsonProblem {
+    pub(crate) fn new(path: String, e: &serde_json::Error) -> Self {
+        let text = e.to_string();
+        // serde_json appends " at line L column C".
+        let text = text.split(" at line ").next().unwrap_or_default();
+        let problem = if text.starts_with("invalid type") || text.starts_with("invalid value") {
+            match text.rsplit_once(", expected ") {
+                Some((_, expected)) => format!("wrong type or value, expected {expected}"),
+                None => "wrong type or value".to_owned(),
+            }
+        } else {
+            text.to_owned()
+        };
+        JsonProblem {
+            path,
+            problem: format!("{problem} (line {}, column {})", e.line(), e.column()),
+        }
+    }
+}
+
+impl fmt::Display for JsonProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "at `{}`: {}", self.path, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for JsonProblem {}
+
 /// Everything that can go wrong while turning bytes into a [`crate::ClerkEvent`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("body is not a Clerk event envelope")]
-    NotAnEnvelope(#[source] serde_json::Error),
+    NotAnEnvelope(#[source] JsonProblem),
     #[error("`{event_type}` event has an invalid `data` object")]
     InvalidData {
         event_type: String,
         #[source]
-        source: serde_json::Error,
+        source: JsonProblem,
     },
     #[error("`{field}` must not be empty")]
     EmptyId { field: &'static str },
@@ -39,6 +82,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_wrong_value_is_described_without_being_repeated() {
+        let body = br#"{"type":"user.created","timestamp":1,"data":{"id":"u","created_at":"Alice <a@b.c>","updated_at":1}}"#;
+        let err = crate::ClerkEvent::decode(crate::EventId::parse("m").expect("id"), body)
+            .expect_err("invalid");
+        let chain = format!(
+            "{err}: {}",
+            std::error::Error::source(&err)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(
+            chain.contains("created_at") && chain.contains("expected i64"),
+            "{chain}"
+        );
+        assert!(!chain.contains("Alice"), "{chain}");
+    }
+
     #[test]
     fn error_kinds_are_few_and_stable() {
         // The worker pre-registers these as metric labels (clerk_sync_worker::ERROR_KINDS).

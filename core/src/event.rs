@@ -198,9 +198,9 @@ fn event_name(event: &ClerkEvent) -> &str {
 }
 
 fn data_as<T: DeserializeOwned>(event_type: &str, data: Map<String, Value>) -> Result<T> {
-    serde_json::from_value(Value::Object(data)).map_err(|source| Error::InvalidData {
+    serde_path_to_error::deserialize(Value::Object(data)).map_err(|e| Error::InvalidData {
         event_type: event_type.to_owned(),
-        source,
+        source: crate::JsonProblem::new(format!("data.{}", e.path()), e.inner()),
     })
 }
 

@@ -20,7 +20,7 @@ mod secret;
 pub mod testkit;
 mod wire;
 
-pub use error::{Error, Result};
+pub use error::{Error, JsonProblem, Result};
 pub use event::{
     ClerkEvent, EventMeta, Membership, MembershipDeleted, OrgDeleted, Organization, User,
     UserDeleted, UserStub,

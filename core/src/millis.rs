@@ -9,7 +9,7 @@ impl Millis {
     /// Normalises a Clerk timestamp: one published example gives seconds where milliseconds
     /// belong, so a value below 10^12 is read as seconds.
     pub fn from_clerk(raw: i64) -> Self {
-        if raw.abs() < SECONDS_THRESHOLD {
+        if raw.unsigned_abs() < SECONDS_THRESHOLD.unsigned_abs() {
             Millis(raw.saturating_mul(1000))
         } else {
             Millis(raw)
@@ -36,6 +36,13 @@ mod tests {
             Millis::from_clerk(1_754_560_800_150).get(),
             1_754_560_800_150
         );
+    }
+
+    #[test]
+    fn extreme_values_do_not_overflow() {
+        assert_eq!(Millis::from_clerk(i64::MIN).get(), i64::MIN);
+        assert_eq!(Millis::from_clerk(i64::MAX).get(), i64::MAX);
+        assert_eq!(Millis::from_clerk(-5).get(), -5000);
     }
 
     #[test]

@@ -17,7 +17,14 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn parse(body: &[u8]) -> crate::Result<Self> {
-        serde_json::from_slice(body).map_err(crate::Error::NotAnEnvelope)
+        let mut json = serde_json::Deserializer::from_slice(body);
+        let envelope: Self = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            crate::Error::NotAnEnvelope(crate::JsonProblem::new(e.path().to_string(), e.inner()))
+        })?;
+        // Trailing bytes after the object make it no envelope either.
+        json.end()
+            .map_err(|e| crate::Error::NotAnEnvelope(crate::JsonProblem::new(String::new(), &e)))?;
+        Ok(envelope)
     }
 }
 

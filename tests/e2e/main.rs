@@ -13,3 +13,4 @@ mod observability;
 mod pipeline;
 mod reference_queries;
 mod replay;
+mod secrets;

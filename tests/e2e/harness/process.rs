@@ -49,6 +49,28 @@ async fn wait_healthy(child: &mut Child, base: &str) -> Result<()> {
     bail!("{base}/healthz never answered")
 }
 
+/// The pseudo-variable that sends a process's stderr to a file (log-capture tests).
+pub const STDERR_FILE: &str = "__TEST_STDERR_FILE";
+
+fn redirect_stderr(command: &mut Command, extra: &[(&str, &str)]) -> Result<()> {
+    // A secret given as a file replaces the harness's own value.
+    for (k, _) in extra {
+        if let Some(base) = k.strip_suffix("_FILE") {
+            command.env_remove(base);
+        }
+    }
+    if let Some((_, path)) = extra.iter().find(|(k, _)| *k == STDERR_FILE) {
+        command.env_remove(STDERR_FILE);
+        command.stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        );
+    }
+    Ok(())
+}
+
 /// Runs a one-shot `clerk-sync` command (e.g. `dlq list`) against the test's topics.
 pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -> Result<String> {
     let mut command = binary();
@@ -98,6 +120,7 @@ impl Ingest {
         for (k, v) in extra {
             command.env(k, v);
         }
+        redirect_stderr(&mut command, extra)?;
         let mut child = command.spawn()?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&mut child, &base).await?;
@@ -142,6 +165,7 @@ impl WorkerProcess {
         for (k, v) in extra {
             command.env(k, v);
         }
+        redirect_stderr(&mut command, extra)?;
         let mut child = command.spawn()?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&mut child, &base).await?;

@@ -1,0 +1,110 @@
+//! Property-based fuzzing (stable Rust, runs in CI): whatever bytes arrive, parsing and decoding
+//! return a value or a typed error, never a panic. `fuzz/` has a cargo-fuzz target for longer runs.
+
+use clerk_sync_core::{route, ClerkEvent, Envelope, EventId};
+use proptest::prelude::*;
+
+fn fixtures() -> Vec<Vec<u8>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") && !path.ends_with("signed-headers.json") {
+            out.push(std::fs::read(path).expect("fixture"));
+        }
+    }
+    out
+}
+
+/// Parses and decodes like ingest and the worker do; returns nothing, must not panic.
+fn exercise(bytes: &[u8]) {
+    if let Ok(envelope) = Envelope::parse(bytes) {
+        let _ = route(&envelope);
+    }
+    let _ = ClerkEvent::decode(EventId::parse("msg_fuzz").expect("id"), bytes);
+}
+
+/// A JSON value with every kind of node, nested a little.
+fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)),
+        ".{0,12}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("id".to_owned()),
+                    Just("type".to_owned()),
+                    Just("data".to_owned()),
+                    Just("timestamp".to_owned()),
+                    Just("created_at".to_owned()),
+                    Just("updated_at".to_owned()),
+                    Just("organization".to_owned()),
+                    Just("public_user_data".to_owned()),
+                    "[a-z_]{1,8}"
+                ],
+                inner,
+                0..5
+            )
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000)
+    ))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        exercise(&bytes);
+    }
+
+    #[test]
+    fn mutated_real_payloads_never_panic(
+        which in any::<prop::sample::Index>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let all = fixtures();
+        let mut bytes = all[which.index(all.len())].clone();
+        for (at, byte) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        exercise(&bytes);
+    }
+
+    #[test]
+    fn real_event_types_with_arbitrary_data_never_panic(
+        event_type in prop_oneof![
+            Just("user.created"), Just("user.updated"), Just("user.deleted"),
+            Just("organization.created"), Just("organization.deleted"),
+            Just("organizationMembership.created"), Just("organizationMembership.deleted"), Just("session.created")
+        ],
+        data in arb_json(),
+        timestamp in any::<Option<i64>>(),
+    ) {
+        let body = serde_json::json!({"type": event_type, "timestamp": timestamp, "data": data});
+        exercise(body.to_string().as_bytes());
+    }
+}
+
+#[test]
+fn every_fixture_decodes() {
+    for bytes in fixtures() {
+        ClerkEvent::decode(EventId::parse("msg_1").expect("id"), &bytes)
+            .expect("a real payload decodes");
+    }
+}
