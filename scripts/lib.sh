@@ -72,3 +72,13 @@ stop_services() {
   if [ -n "${TANSU_PID:-}" ]; then kill "$TANSU_PID" 2>/dev/null || true; wait "$TANSU_PID" 2>/dev/null || true; fi
   if [ -n "${PG_DIR:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"; fi
 }
+
+# cargo-deny for the dependency policy (deny.toml), built once and cached.
+ensure_cargo_deny() {
+  local root="$CACHE_DIR/cargo-deny-0.20.2"
+  if [ ! -x "$root/bin/cargo-deny" ]; then
+    log "building cargo-deny once (cached in $root)"
+    cargo install cargo-deny@0.20.2 --locked --root "$root" >&2
+  fi
+  export CARGO_DENY_BIN="$root/bin/cargo-deny"
+}
