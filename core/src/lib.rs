@@ -20,7 +20,7 @@ mod secret;
 pub mod testkit;
 mod wire;
 
-pub use error::{Error, JsonProblem, Result};
+pub use error::{error_chain, Error, JsonProblem, Result};
 pub use event::{
     ClerkEvent, EventMeta, Membership, MembershipDeleted, OrgDeleted, Organization, User,
     UserDeleted, UserStub,

@@ -55,15 +55,17 @@ fn inspect_group() -> String {
     format!("clerk-sync-dlq-inspect-{}", std::process::id())
 }
 
+/// Every dead letter, read without committing anything.
+async fn read_all(args: &DlqArgs) -> Result<Vec<clerk_sync_worker::dead_letter::DeadLetter>> {
+    let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())?;
+    let topic = args.topic_dlq.clone();
+    tokio::task::spawn_blocking(move || dlq::read_to_end(&consumer, &topic, false)).await?
+}
+
 pub async fn run(command: DlqCommand) -> Result<()> {
     match command {
         DlqCommand::List(args) => {
-            let consumer =
-                dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())?;
-            let topic = args.topic_dlq.clone();
-            let letters =
-                tokio::task::spawn_blocking(move || dlq::read_to_end(&consumer, &topic, false))
-                    .await??;
+            let letters = read_all(&args).await?;
             let mut by_kind: BTreeMap<(String, String), usize> = BTreeMap::new();
             for l in &letters {
                 let kind = l
@@ -85,12 +87,7 @@ pub async fn run(command: DlqCommand) -> Result<()> {
             limit,
             show_personal_data,
         } => {
-            let consumer =
-                dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())?;
-            let topic = args.topic_dlq.clone();
-            let letters =
-                tokio::task::spawn_blocking(move || dlq::read_to_end(&consumer, &topic, false))
-                    .await??;
+            let letters = read_all(&args).await?;
             for l in letters.iter().take(limit) {
                 let h = |name| l.header(name).unwrap_or_default();
                 println!(

@@ -202,14 +202,4 @@ where
     result
 }
 
-/// The error and its causes on one line, for logs and dead letters.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use clerk_sync_core::error_chain;

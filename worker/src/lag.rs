@@ -46,23 +46,10 @@ pub fn measure_lag(
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>> {
     let admin = consumer(brokers, options, group)?;
+    let ends = crate::watermarks::watermarks(&admin, topics, timeout)?;
     let mut tpl = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for topic in topics {
-        let metadata = admin
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(Error::Kafka)?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len() as i32);
-        for partition in 0..partitions {
-            let (low, high) = admin
-                .fetch_watermarks(topic, partition, timeout)
-                .map_err(Error::Kafka)?;
-            tpl.add_partition(topic, partition);
-            ends.push((topic.clone(), partition, low, high));
-        }
+    for (topic, partition, _, _) in &ends {
+        tpl.add_partition(topic, *partition);
     }
     let committed = admin
         .committed_offsets(tpl, timeout)

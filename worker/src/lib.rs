@@ -15,6 +15,7 @@ pub mod lag;
 mod metrics;
 mod migrate;
 pub mod replay;
+mod watermarks;
 
 pub use batch::{apply_records, error_chain, BatchReport, Poison};
 pub use config::WorkerConfig;

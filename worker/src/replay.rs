@@ -86,27 +86,17 @@ fn plan(consumer: &StreamConsumer, config: &ReplayConfig) -> Result<(TopicPartit
     let mut ranges = BTreeMap::new();
     let mut starts = TopicPartitionList::new();
     let mut lows = BTreeMap::new();
-    for topic in &config.topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(Error::Kafka)?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len() as i32);
-        for partition in 0..partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, timeout)
-                .map_err(Error::Kafka)?;
-            lows.insert((topic.clone(), partition), low);
-            ranges.insert(
-                (topic.clone(), partition),
-                Range {
-                    end: high,
-                    done: false,
-                },
-            );
-        }
+    for (topic, partition, low, high) in
+        crate::watermarks::watermarks(consumer, &config.topics, timeout)?
+    {
+        lows.insert((topic.clone(), partition), low);
+        ranges.insert(
+            (topic, partition),
+            Range {
+                end: high,
+                done: false,
+            },
+        );
     }
     match &config.start {
         Start::Beginning => {

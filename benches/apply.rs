@@ -1,0 +1,361 @@
+//! Apply throughput: the worker's batch apply beside the database's ceiling and the naive
+//! one-transaction-per-event webhook handler, on the same Postgres, in one run. Prints figures;
+//! asserts nothing. `scripts/bench` runs it (DATABASE_URL, or a throwaway cluster).
+//!
+//! BENCH_EVENTS (default 100000) sets the number of events; BENCH_BATCH (default 500) the batch.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use clerk_sync_core::mirror::Mirror;
+use clerk_sync_core::{ClerkEvent, EventId, EventMeta};
+use clerk_sync_worker::apply::apply_all;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+
+const T0: i64 = 1_754_560_800_000;
+
+struct Workload {
+    events: Vec<(EventMeta, ClerkEvent)>,
+    expected: Mirror,
+}
+
+fn user_json(id: usize, v: i64, at: i64) -> Value {
+    json!({"id": format!("user_{id}"), "first_name": format!("First{id}"), "last_name": format!("Last{v}"),
+           "username": format!("u{id}_{v}"), "image_url": "https://img.example.com/u",
+           "email_addresses": [{"id": "idn_1", "email_address": format!("u{id}.{v}@example.com")}],
+           "primary_email_address_id": "idn_1", "public_metadata": {"v": v}, "created_at": T0, "updated_at": at})
+}
+
+fn org_json(id: usize, v: i64, at: i64) -> Value {
+    json!({"id": format!("org_{id}"), "name": format!("Org {id} v{v}"), "slug": format!("org-{id}"),
+           "public_metadata": {}, "created_at": T0, "updated_at": at})
+}
+
+/// A realistic mix in Clerk's order: users, organizations and memberships; creates, updates,
+/// deletes; then 30% duplicates and a shuffle.
+fn workload(n: usize, rng: &mut StdRng) -> Workload {
+    let users = (n / 5).max(10);
+    let orgs = (n / 50).max(2);
+    let mut history: Vec<(String, Value, i64)> = Vec::with_capacity(n);
+    let mut now = T0;
+    let mut user_version = vec![0i64; users];
+    let mut user_deleted = vec![false; users];
+    let mut members: BTreeMap<(usize, usize), (String, i64)> = BTreeMap::new();
+    let mut created = 0usize;
+    while history.len() < n * 7 / 10 {
+        now += rng.random_range(1..50);
+        let roll = rng.random_range(0..100);
+        if created < users && (roll < 25 || history.is_empty()) {
+            let id = created;
+            created += 1;
+            history.push(("user.created".into(), user_json(id, 0, now), now));
+            if id < orgs {
+                history.push(("organization.created".into(), org_json(id, 0, now), now));
+            }
+            continue;
+        }
+        if created == 0 {
+            continue;
+        }
+        let u = rng.random_range(0..created);
+        if user_deleted[u] {
+            continue;
+        }
+        match roll {
+            25..=54 => {
+                user_version[u] += 1;
+                history.push((
+                    "user.updated".into(),
+                    user_json(u, user_version[u], now),
+                    now,
+                ));
+            }
+            55..=57 => {
+                user_deleted[u] = true;
+                history.push((
+                    "user.deleted".into(),
+                    json!({"id": format!("user_{u}"), "deleted": true}),
+                    now,
+                ));
+            }
+            58..=62 => {
+                let o = rng.random_range(0..orgs.min(created));
+                history.push((
+                    "organization.updated".into(),
+                    org_json(o, now - T0, now),
+                    now,
+                ));
+            }
+            _ => {
+                let o = rng.random_range(0..orgs.min(created));
+                let key = (u, o);
+                let (kind, mem_id, created_at) = match members.get(&key) {
+                    None => (
+                        "organizationMembership.created",
+                        format!("orgmem_{u}_{o}_{now}"),
+                        now,
+                    ),
+                    Some((id, c)) if roll > 95 => {
+                        ("organizationMembership.deleted", id.clone(), *c)
+                    }
+                    Some((id, c)) => ("organizationMembership.updated", id.clone(), *c),
+                };
+                let data = json!({"id": mem_id, "role": if roll % 2 == 0 { "org:admin" } else { "org:member" },
+                    "permissions": [], "organization": org_json(o, 0, T0),
+                    "public_user_data": {"user_id": format!("user_{u}"), "identifier": format!("u{u}@example.com")},
+                    "created_at": created_at, "updated_at": now});
+                if kind.ends_with("deleted") {
+                    members.remove(&key);
+                } else {
+                    members.insert(key, (mem_id, created_at));
+                }
+                history.push((kind.into(), data, now));
+            }
+        }
+    }
+    let decoded: Vec<(EventMeta, ClerkEvent)> = history
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, data, at))| {
+            let body = json!({"type": kind, "timestamp": at, "data": data});
+            ClerkEvent::decode(
+                EventId::parse(format!("msg_{i:09}")).expect("id"),
+                body.to_string().as_bytes(),
+            )
+            .expect("decodes")
+        })
+        .collect();
+    let mut expected = Mirror::default();
+    for (meta, event) in &decoded {
+        expected.apply(meta, event);
+    }
+    let mut events = decoded.clone();
+    while events.len() < n {
+        let i = rng.random_range(0..decoded.len());
+        events.push(decoded[i].clone());
+    }
+    events.shuffle(rng);
+    Workload { events, expected }
+}
+
+async fn fresh_database(admin: &str, name: &str) -> PgPool {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin)
+        .await
+        .expect("admin");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&pool)
+        .await
+        .expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create");
+    pool.close().await;
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&format!("{base}/{name}"))
+        .await
+        .expect("connect");
+    clerk_sync_worker::migrate(&pool).await.expect("migrate");
+    pool
+}
+
+/// The worker's path: batches of BENCH_BATCH in one transaction each.
+async fn batch_apply(pool: &PgPool, w: &Workload, batch: usize) -> f64 {
+    let started = Instant::now();
+    for chunk in w.events.chunks(batch) {
+        apply_all(pool, chunk).await.expect("apply");
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// The database's ceiling: the final rows, 1000 per multi-row upsert, no decoding or versions.
+async fn ceiling(pool: &PgPool, w: &Workload) -> f64 {
+    let users: Vec<_> = w.expected.users().into_values().collect();
+    let orgs: Vec<_> = w.expected.orgs().into_values().collect();
+    let members: Vec<_> = w.expected.memberships().into_values().collect();
+    let started = Instant::now();
+    for chunk in users.chunks(1000) {
+        let ids: Vec<&str> = chunk.iter().map(|u| u.clerk_id.as_str()).collect();
+        let emails: Vec<Option<String>> = chunk.iter().map(|u| u.email.clone()).collect();
+        let names: Vec<Option<String>> = chunk.iter().map(|u| u.name.clone()).collect();
+        let meta: Vec<Value> = chunk.iter().map(|u| u.public_metadata.clone()).collect();
+        let times: Vec<i64> = chunk.iter().map(|u| u.updated_at.get()).collect();
+        sqlx::query(
+            "INSERT INTO users (clerk_id, email, name, public_metadata, created_at, updated_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
+             SELECT c, e, n, m, to_timestamp(t / 1000.0), to_timestamp(t / 1000.0), 1, t, t, 'x'
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bigint[]) AS r(c, e, n, m, t)
+             ON CONFLICT (clerk_id) DO UPDATE SET email = excluded.email, name = excluded.name,
+               public_metadata = excluded.public_metadata, updated_at = excluded.updated_at",
+        )
+        .bind(&ids).bind(&emails).bind(&names).bind(&meta).bind(&times)
+        .execute(pool).await.expect("users");
+    }
+    for chunk in orgs.chunks(1000) {
+        let ids: Vec<&str> = chunk.iter().map(|o| o.clerk_id.as_str()).collect();
+        let names: Vec<Option<String>> = chunk.iter().map(|o| o.name.clone()).collect();
+        let times: Vec<i64> = chunk.iter().map(|o| o.updated_at.get()).collect();
+        sqlx::query(
+            "INSERT INTO organizations (clerk_id, name, created_at, updated_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
+             SELECT c, n, to_timestamp(t / 1000.0), to_timestamp(t / 1000.0), 1, t, t, 'x'
+             FROM unnest($1::text[], $2::text[], $3::bigint[]) AS r(c, n, t)
+             ON CONFLICT (clerk_id) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at",
+        )
+        .bind(&ids).bind(&names).bind(&times)
+        .execute(pool).await.expect("orgs");
+    }
+    for chunk in members.chunks(1000) {
+        let ids: Vec<&str> = chunk.iter().map(|m| m.clerk_id.as_str()).collect();
+        let users: Vec<&str> = chunk.iter().map(|m| m.user_id.as_str()).collect();
+        let orgs: Vec<&str> = chunk.iter().map(|m| m.org_id.as_str()).collect();
+        let roles: Vec<&str> = chunk.iter().map(|m| m.role.as_str()).collect();
+        let times: Vec<i64> = chunk.iter().map(|m| m.updated_at.get()).collect();
+        sqlx::query(
+            "INSERT INTO org_memberships (clerk_id, user_id, org_id, role, created_at, updated_at, sync_created_ms, sync_version_ms, sync_event_ms, sync_event_id)
+             SELECT c, u.id, o, r, to_timestamp(t / 1000.0), to_timestamp(t / 1000.0), t, t, t, 'x'
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS x(c, uc, o, r, t)
+             JOIN users u ON u.clerk_id = x.uc
+             ON CONFLICT (user_id, org_id) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at",
+        )
+        .bind(&ids).bind(&users).bind(&orgs).bind(&roles).bind(&times)
+        .execute(pool).await.expect("memberships");
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// A typical webhook route: one transaction per event, look up, then insert or update.
+async fn naive(pool: &PgPool, w: &Workload) -> f64 {
+    let started = Instant::now();
+    for (_, event) in &w.events {
+        let mut tx = pool.begin().await.expect("begin");
+        match event {
+            ClerkEvent::UserUpserted(u) => {
+                let found = sqlx::query("SELECT id FROM users WHERE clerk_id = $1")
+                    .bind(u.id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .expect("select");
+                if found.is_some() {
+                    sqlx::query("UPDATE users SET email = $2, first_name = $3, updated_at = to_timestamp($4 / 1000.0) WHERE clerk_id = $1")
+                        .bind(u.id.as_str()).bind(&u.email).bind(&u.first_name).bind(u.updated_at.get())
+                        .execute(&mut *tx).await.expect("update");
+                } else {
+                    sqlx::query("INSERT INTO users (clerk_id, email, first_name, created_at, updated_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), to_timestamp($4 / 1000.0), 1, $4, $4, 'x') ON CONFLICT DO NOTHING")
+                        .bind(u.id.as_str()).bind(&u.email).bind(&u.first_name).bind(u.updated_at.get())
+                        .execute(&mut *tx).await.expect("insert");
+                }
+            }
+            ClerkEvent::UserDeleted(d) => {
+                sqlx::query("UPDATE users SET deleted_at = now() WHERE clerk_id = $1")
+                    .bind(d.id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .expect("delete");
+            }
+            ClerkEvent::OrgUpserted(o) => {
+                let found = sqlx::query("SELECT id FROM organizations WHERE clerk_id = $1")
+                    .bind(o.id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .expect("select");
+                if found.is_some() {
+                    sqlx::query("UPDATE organizations SET name = $2 WHERE clerk_id = $1")
+                        .bind(o.id.as_str())
+                        .bind(&o.name)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("update");
+                } else {
+                    sqlx::query("INSERT INTO organizations (clerk_id, name, created_at, updated_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id) VALUES ($1, $2, now(), now(), 1, 0, 0, 'x') ON CONFLICT DO NOTHING")
+                        .bind(o.id.as_str()).bind(&o.name).execute(&mut *tx).await.expect("insert");
+                }
+            }
+            ClerkEvent::MembershipUpserted(m)
+            | ClerkEvent::MembershipDeleted(clerk_sync_core::MembershipDeleted(m)) => {
+                let user = sqlx::query("SELECT id FROM users WHERE clerk_id = $1")
+                    .bind(m.user.id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .expect("user");
+                let user_id: String = match user {
+                    Some(row) => row.get("id"),
+                    None => sqlx::query_scalar("INSERT INTO users (clerk_id, created_at, updated_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id) VALUES ($1, now(), now(), 0, 0, 0, 'x') RETURNING id")
+                        .bind(m.user.id.as_str()).fetch_one(&mut *tx).await.expect("stub"),
+                };
+                let found = sqlx::query(
+                    "SELECT id FROM org_memberships WHERE user_id = $1 AND org_id = $2",
+                )
+                .bind(&user_id)
+                .bind(m.org.id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .expect("select");
+                if found.is_some() {
+                    sqlx::query("UPDATE org_memberships SET role = $3, clerk_id = $4 WHERE user_id = $1 AND org_id = $2")
+                        .bind(&user_id).bind(m.org.id.as_str()).bind(&m.role).bind(m.id.as_str()).execute(&mut *tx).await.expect("update");
+                } else {
+                    sqlx::query("INSERT INTO org_memberships (clerk_id, user_id, org_id, role, created_at, updated_at, sync_created_ms, sync_version_ms, sync_event_ms, sync_event_id) VALUES ($1, $2, $3, $4, now(), now(), 0, 0, 0, 'x')")
+                        .bind(m.id.as_str()).bind(&user_id).bind(m.org.id.as_str()).bind(&m.role).execute(&mut *tx).await.expect("insert");
+                }
+            }
+            _ => {}
+        }
+        tx.commit().await.expect("commit");
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let batch: usize = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/bench sets it)");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut rng = StdRng::seed_from_u64(42);
+    let w = workload(n, &mut rng);
+    println!("apply benchmark: {} events ({} users, {} organizations, {} memberships in the final tables), batch {batch}",
+        w.events.len(), w.expected.users().len(), w.expected.orgs().len(), w.expected.memberships().len());
+    rt.block_on(async {
+        let pool = fresh_database(&admin, "bench_batch").await;
+        let batch_s = batch_apply(&pool, &w, batch).await;
+        pool.close().await;
+        let pool = fresh_database(&admin, "bench_ceiling").await;
+        let ceiling_s = ceiling(&pool, &w).await;
+        pool.close().await;
+        let pool = fresh_database(&admin, "bench_naive").await;
+        let naive_s = naive(&pool, &w).await;
+        pool.close().await;
+        let rate = |s: f64| w.events.len() as f64 / s;
+        println!(
+            "  batch apply (clerk-sync): {:>10.0} events/s  ({batch_s:.2} s)",
+            rate(batch_s)
+        );
+        println!(
+            "  database ceiling:         {:>10.0} events/s  ({ceiling_s:.2} s)",
+            rate(ceiling_s)
+        );
+        println!(
+            "  naive handler:            {:>10.0} events/s  ({naive_s:.2} s)",
+            rate(naive_s)
+        );
+        println!(
+            "  batch / ceiling: {:.0}%   batch / naive: {:.1}x   ceiling / naive: {:.1}x",
+            100.0 * ceiling_s / batch_s,
+            naive_s / batch_s,
+            naive_s / ceiling_s
+        );
+    });
+}
