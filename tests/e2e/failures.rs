@@ -327,3 +327,44 @@ async fn beyond_max_in_flight_ingest_sheds_load_with_503_at_once() -> anyhow::Re
     assert_eq!(first.status(), 503);
     Ok(())
 }
+
+// Multi-threaded: the proxy's tasks must keep running while the test waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_finishes_in_flight_requests_on_sigterm_then_exits_cleanly() -> anyhow::Result<()> {
+    let kafka = TestKafka::behind_proxy().await?;
+    let ingest = Ingest::start(&kafka, &[("PUBLISH_DEADLINE_MS", "8000")]).await?;
+    let proxy = kafka.proxy.as_ref().expect("a proxy");
+    proxy.cut();
+    let client = reqwest::Client::new();
+    let body = crate::harness::fixture("user.created.json");
+    let in_flight = tokio::spawn(
+        signed_post(
+            &client,
+            &ingest.webhook_url(),
+            TEST_SECRET,
+            "msg_inflight",
+            &body,
+        )
+        .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = ingest.base.clone();
+    let terminated = tokio::spawn(ingest.terminate());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Shutting down: no new requests are taken.
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "stopped accepting"
+    );
+    proxy.restore();
+    let answer = in_flight.await??;
+    assert_eq!(
+        answer.status(),
+        200,
+        "the in-flight request was finished and acknowledged"
+    );
+    let status = terminated.await??;
+    assert!(status.success(), "exit 0 after draining: {status}");
+    assert_eq!(kafka.total_records()?, 1);
+    Ok(())
+}

@@ -92,11 +92,21 @@ pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -
 /// `clerk-sync ingest` as a child process.
 pub struct Ingest {
     /// Killed when the test ends.
-    _child: Child,
+    child: Child,
     pub base: String,
 }
 
 impl Ingest {
+    /// SIGTERM, then wait for the process to exit.
+    pub async fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??)
+    }
+
     pub async fn start(kafka: &TestKafka, extra: &[(&str, &str)]) -> Result<Self> {
         Self::start_with_brokers(kafka, &kafka.brokers, extra).await
     }
@@ -124,10 +134,7 @@ impl Ingest {
         let mut child = command.spawn()?;
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&mut child, &base).await?;
-        Ok(Ingest {
-            _child: child,
-            base,
-        })
+        Ok(Ingest { child, base })
     }
 
     pub fn webhook_url(&self) -> String {
