@@ -14,6 +14,7 @@ mod event;
 mod ids;
 mod millis;
 pub mod mirror;
+pub mod reduce;
 mod routing;
 mod secret;
 #[cfg(feature = "testkit")]

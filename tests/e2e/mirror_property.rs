@@ -34,7 +34,13 @@ fn any_delivery_order_and_duplication_converges_to_clerks_state_in_postgres() {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = arb_history(30).prop_flat_map(|h| (Just(h.clone()), arb_delivery(h), 1usize..8));
+    let strategy = arb_history(30).prop_flat_map(|h| {
+        (
+            Just(h.clone()),
+            arb_delivery(h),
+            prop_oneof![1usize..8, 8usize..64],
+        )
+    });
     let result = runner.run(&strategy, |(history, delivery, batch_size)| {
         rt.block_on(async {
             let mut expected = Mirror::default();

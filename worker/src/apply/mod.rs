@@ -1,12 +1,10 @@
 //! Applying decoded events to Postgres: the SQL form of [`clerk_sync_core::mirror`]'s rules.
 
-mod memberships;
-mod orgs;
-mod users;
+mod set;
 
+use clerk_sync_core::reduce::reduce;
 use clerk_sync_core::{ClerkEvent, EventMeta};
 use sqlx::{PgConnection, PgPool};
-use tracing::Instrument;
 
 use crate::Result;
 
@@ -34,77 +32,159 @@ impl Outcome {
     }
 }
 
-/// Milliseconds to `timestamptz`, rounded to Postgres' microseconds, in one place.
-pub(crate) const TS: &str = "to_timestamp($::float8 / 1000)";
-
-pub(crate) fn ts(param: u8) -> String {
-    TS.replace('$', &format!("${param}"))
-}
-
 /// Applies one event inside the caller's transaction.
 pub async fn apply_event(
     conn: &mut PgConnection,
     meta: &EventMeta,
     event: &ClerkEvent,
 ) -> Result<Outcome> {
-    let changed = match event {
-        ClerkEvent::UserUpserted(user) => users::upsert(conn, user, meta).await?,
-        ClerkEvent::UserDeleted(deleted) => users::delete(conn, &deleted.id, meta).await?,
-        ClerkEvent::OrgUpserted(org) => orgs::upsert_full(conn, org, meta).await?,
-        ClerkEvent::OrgDeleted(deleted) => orgs::delete(conn, deleted, meta).await?,
-        ClerkEvent::MembershipUpserted(m) => memberships::upsert(conn, m, None, meta).await?,
-        ClerkEvent::MembershipDeleted(d) => {
-            memberships::upsert(conn, &d.0, Some(meta.timestamp), meta).await?
-        }
-        ClerkEvent::Ignored { .. } => return Ok(Outcome::Ignored),
-    };
-    if changed {
-        return Ok(Outcome::Applied);
-    }
-    // Unchanged: a redelivery when the row's fields came from this very event.
-    let holder = match event {
-        ClerkEvent::UserUpserted(u) => Some(("users", u.id.as_str())),
-        ClerkEvent::OrgUpserted(o) => Some(("organizations", o.id.as_str())),
-        ClerkEvent::MembershipUpserted(m) => Some(("org_memberships", m.id.as_str())),
-        ClerkEvent::MembershipDeleted(d) => Some(("org_memberships", d.0.id.as_str())),
-        _ => None,
-    };
-    if let Some((table, clerk_id)) = holder {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM {table} WHERE clerk_id = $1 AND sync_event_id = $2)"
-        );
-        let duplicate: bool = sqlx::query_scalar(&sql)
-            .bind(clerk_id)
-            .bind(meta.id.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
-        if duplicate {
-            return Ok(Outcome::Duplicate);
-        }
-    }
-    Ok(Outcome::Stale)
+    let events = [(meta.clone(), event.clone())];
+    Ok(apply_events(conn, &events)
+        .await?
+        .pop()
+        .unwrap_or(Outcome::Ignored))
 }
 
-/// Applies events in order in one transaction: all or nothing.
+/// Applies a batch inside the caller's transaction: reduced to one change per entity, then
+/// written with a few set-based statements. Returns each event's outcome, in order.
+pub async fn apply_events(
+    conn: &mut PgConnection,
+    events: &[(EventMeta, ClerkEvent)],
+) -> Result<Vec<Outcome>> {
+    let reduced = reduce(events);
+    let changed = set::write(conn, &reduced).await?;
+
+    // The events that won their entity and changed it were applied; the others either left the
+    // row as it was (stale) or are that very row's event again (duplicate).
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut undecided: Vec<(usize, &'static str, String)> = Vec::new();
+    for (i, (meta, event)) in events.iter().enumerate() {
+        let outcome = match event {
+            ClerkEvent::Ignored { .. } => Some(Outcome::Ignored),
+            ClerkEvent::UserUpserted(u) => {
+                let won = reduced.users.get(&u.id).is_some_and(|w| w.index == i);
+                (won && changed.users.contains(u.id.as_str()))
+                    .then_some(Outcome::Applied)
+                    .or_else(|| {
+                        undecided.push((i, "users", u.id.as_str().to_owned()));
+                        None
+                    })
+            }
+            ClerkEvent::OrgUpserted(o) => {
+                let won = reduced.orgs.get(&o.id).is_some_and(|w| w.index == i);
+                (won && changed.orgs.contains(o.id.as_str()))
+                    .then_some(Outcome::Applied)
+                    .or_else(|| {
+                        undecided.push((i, "organizations", o.id.as_str().to_owned()));
+                        None
+                    })
+            }
+            ClerkEvent::UserDeleted(d) => {
+                let won = reduced
+                    .user_deletions
+                    .get(&d.id)
+                    .is_some_and(|w| w.index == i);
+                Some(if won && changed.user_deletions.contains(d.id.as_str()) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Stale
+                })
+            }
+            ClerkEvent::OrgDeleted(d) => {
+                let won = reduced
+                    .org_deletions
+                    .get(&d.id)
+                    .is_some_and(|w| w.index == i);
+                Some(if won && changed.org_deletions.contains(d.id.as_str()) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Stale
+                })
+            }
+            ClerkEvent::MembershipUpserted(m)
+            | ClerkEvent::MembershipDeleted(clerk_sync_core::MembershipDeleted(m)) => {
+                let key = (m.user.id.clone(), m.org.id.clone());
+                let won = reduced.memberships.get(&key).is_some_and(|w| w.index == i);
+                (won && changed.memberships.contains(m.id.as_str()))
+                    .then_some(Outcome::Applied)
+                    .or_else(|| {
+                        undecided.push((i, "org_memberships", m.id.as_str().to_owned()));
+                        None
+                    })
+            }
+        };
+        let _ = meta;
+        outcomes.push(outcome);
+    }
+    let holders = row_events(conn, &undecided).await?;
+    Ok(outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, outcome)| {
+            outcome.unwrap_or_else(|| {
+                let (table, id) = undecided
+                    .iter()
+                    .find(|(j, _, _)| *j == i)
+                    .map(|(_, t, id)| (*t, id.as_str()))
+                    .unwrap_or(("", ""));
+                let holds_this_event = holders
+                    .get(&(table, id.to_owned()))
+                    .is_some_and(|e| e == events[i].0.id.as_str());
+                if holds_this_event {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Stale
+                }
+            })
+        })
+        .collect())
+}
+
+/// The event id each row's fields came from, for the rows of events that changed nothing.
+async fn row_events(
+    conn: &mut PgConnection,
+    undecided: &[(usize, &'static str, String)],
+) -> Result<std::collections::HashMap<(&'static str, String), String>> {
+    let mut out = std::collections::HashMap::new();
+    for table in ["users", "organizations", "org_memberships"] {
+        let ids: Vec<String> = undecided
+            .iter()
+            .filter(|(_, t, _)| *t == table)
+            .map(|(_, _, id)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let sql = format!("SELECT clerk_id, sync_event_id FROM {table} WHERE clerk_id = ANY($1)");
+        let rows: Vec<(String, String)> = sqlx::query_as(&sql)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+        for (id, event) in rows {
+            out.insert((table, id), event);
+        }
+    }
+    Ok(out)
+}
+
+/// Applies events in one transaction: all or nothing.
 pub async fn apply_all(pool: &PgPool, events: &[(EventMeta, ClerkEvent)]) -> Result<Vec<Outcome>> {
     apply_all_in_spans(pool, events, |_| tracing::Span::none()).await
 }
 
-/// [`apply_all`], each event applied inside the span `span_for(index)` makes (the worker puts
-/// each event's span in the trace it was published in).
+/// [`apply_all`], with one span per event (`span_for(index)`; the worker puts each in the trace
+/// the event was published in). Each span lasts while its batch is written.
 pub async fn apply_all_in_spans(
     pool: &PgPool,
     events: &[(EventMeta, ClerkEvent)],
     span_for: impl Fn(usize) -> tracing::Span,
 ) -> Result<Vec<Outcome>> {
+    let spans: Vec<tracing::Span> = (0..events.len()).map(span_for).collect();
     let mut tx = pool.begin().await?;
-    let mut outcomes = Vec::with_capacity(events.len());
-    for (i, (meta, event)) in events.iter().enumerate() {
-        let outcome = apply_event(&mut tx, meta, event)
-            .instrument(span_for(i))
-            .await?;
-        outcomes.push(outcome);
-    }
+    let outcomes = apply_events(&mut tx, events).await?;
     tx.commit().await?;
+    for (span, outcome) in spans.iter().zip(&outcomes) {
+        span.in_scope(|| tracing::debug!(outcome = outcome.as_str(), "event applied"));
+    }
     Ok(outcomes)
 }

@@ -1,0 +1,391 @@
+//! A reduced batch written with a few set-based statements (`unnest` arrays), one row per entity
+//! per statement. The statements are the SQL form of `clerk_sync_core::mirror`'s rules.
+
+use std::collections::HashSet;
+
+use clerk_sync_core::mirror::{Rank, Version};
+use clerk_sync_core::reduce::Reduced;
+use clerk_sync_core::Millis;
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::Result;
+
+/// Which rows each statement changed (by Clerk id).
+#[derive(Debug, Default)]
+pub(super) struct Changed {
+    pub users: HashSet<String>,
+    pub orgs: HashSet<String>,
+    pub user_deletions: HashSet<String>,
+    pub org_deletions: HashSet<String>,
+    pub memberships: HashSet<String>,
+}
+
+const TS: fn(&str) -> String = |col| format!("to_timestamp({col}::float8 / 1000)");
+
+fn ids<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
+    keys.map(str::to_owned).collect()
+}
+
+fn versions<'a>(
+    vs: impl Iterator<Item = &'a Version>,
+) -> (Vec<i16>, Vec<i64>, Vec<i64>, Vec<String>) {
+    let mut out = (vec![], vec![], vec![], vec![]);
+    for v in vs {
+        out.0.push(v.rank.as_i16());
+        out.1.push(v.at.get());
+        out.2.push(v.event_at.get());
+        out.3.push(v.event_id.as_str().to_owned());
+    }
+    out
+}
+
+pub(super) async fn write(conn: &mut PgConnection, r: &Reduced) -> Result<Changed> {
+    let mut changed = Changed::default();
+    if !r.users.is_empty() {
+        changed.users = upsert_users(conn, r).await?;
+    }
+    if !r.orgs.is_empty() {
+        changed.orgs = upsert_orgs(conn, r).await?;
+    }
+    if !r.user_deletions.is_empty() {
+        changed.user_deletions = delete_users(conn, r).await?;
+    }
+    if !r.org_deletions.is_empty() {
+        changed.org_deletions = delete_orgs(conn, r).await?;
+    }
+    if !r.memberships.is_empty() {
+        changed.memberships = upsert_memberships(conn, r).await?;
+    }
+    Ok(changed)
+}
+
+async fn upsert_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
+    let rows: Vec<_> = r.users.values().map(|w| &w.row).collect();
+    let (rank, version_ms, event_ms, event_id) = versions(r.users.values().map(|w| &w.version));
+    // A deleted user stays erased, whatever version arrives later.
+    let sql = format!(
+        r#"
+        INSERT INTO users AS u (clerk_id, email, name, first_name, last_name, username, image_url,
+            external_id, public_metadata, created_at, updated_at, synced_at,
+            sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
+        SELECT c, e, n, f, l, un, img, ext, md, {ca}, {ua}, now(), rk, vm, em, ei
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                    $8::text[], $9::jsonb[], $10::int8[], $11::int8[], $12::int2[], $13::int8[],
+                    $14::int8[], $15::text[])
+             AS x(c, e, n, f, l, un, img, ext, md, ca, ua, rk, vm, em, ei)
+        ON CONFLICT (clerk_id) DO UPDATE SET
+            email = CASE WHEN u.deleted_at IS NULL THEN excluded.email END,
+            name = CASE WHEN u.deleted_at IS NULL THEN excluded.name END,
+            first_name = CASE WHEN u.deleted_at IS NULL THEN excluded.first_name END,
+            last_name = CASE WHEN u.deleted_at IS NULL THEN excluded.last_name END,
+            username = CASE WHEN u.deleted_at IS NULL THEN excluded.username END,
+            image_url = CASE WHEN u.deleted_at IS NULL THEN excluded.image_url END,
+            external_id = CASE WHEN u.deleted_at IS NULL THEN excluded.external_id END,
+            public_metadata = CASE WHEN u.deleted_at IS NULL THEN excluded.public_metadata
+                                   ELSE '{{}}'::jsonb END,
+            created_at = excluded.created_at,
+            updated_at = excluded.updated_at,
+            synced_at = now(),
+            sync_rank = excluded.sync_rank,
+            sync_version_ms = excluded.sync_version_ms,
+            sync_event_ms = excluded.sync_event_ms,
+            sync_event_id = excluded.sync_event_id
+        WHERE (excluded.sync_rank, excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id)
+            > (u.sync_rank, u.sync_version_ms, u.sync_event_ms, u.sync_event_id)
+        RETURNING clerk_id
+        "#,
+        ca = TS("ca"),
+        ua = TS("ua"),
+    );
+    let changed: Vec<String> = sqlx::query_scalar(&sql)
+        .bind(ids(rows.iter().map(|u| u.clerk_id.as_str())))
+        .bind(rows.iter().map(|u| u.email.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|u| u.name.clone()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|u| u.first_name.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|u| u.last_name.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|u| u.username.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|u| u.image_url.clone()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|u| u.external_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|u| u.public_metadata.clone())
+                .collect::<Vec<Value>>(),
+        )
+        .bind(rows.iter().map(|u| u.created_at.get()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|u| u.updated_at.get()).collect::<Vec<_>>())
+        .bind(rank)
+        .bind(version_ms)
+        .bind(event_ms)
+        .bind(event_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(changed.into_iter().collect())
+}
+
+async fn upsert_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
+    let rows: Vec<_> = r.orgs.values().map(|w| &w.row).collect();
+    let (rank, version_ms, event_ms, event_id) = versions(r.orgs.values().map(|w| &w.version));
+    // A deleted organization keeps its last known fields; only deleted_at is final.
+    let sql = format!(
+        r#"
+        INSERT INTO organizations AS o (clerk_id, name, slug, image_url, public_metadata,
+            created_at, updated_at, synced_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
+        SELECT c, n, s, img, md, {ca}, {ua}, now(), rk, vm, em, ei
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int8[],
+                    $7::int8[], $8::int2[], $9::int8[], $10::int8[], $11::text[])
+             AS x(c, n, s, img, md, ca, ua, rk, vm, em, ei)
+        ON CONFLICT (clerk_id) DO UPDATE SET
+            name = excluded.name,
+            slug = excluded.slug,
+            image_url = excluded.image_url,
+            public_metadata = excluded.public_metadata,
+            created_at = excluded.created_at,
+            updated_at = excluded.updated_at,
+            synced_at = now(),
+            sync_rank = excluded.sync_rank,
+            sync_version_ms = excluded.sync_version_ms,
+            sync_event_ms = excluded.sync_event_ms,
+            sync_event_id = excluded.sync_event_id
+        WHERE (excluded.sync_rank, excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id)
+            > (o.sync_rank, o.sync_version_ms, o.sync_event_ms, o.sync_event_id)
+        RETURNING clerk_id
+        "#,
+        ca = TS("ca"),
+        ua = TS("ua"),
+    );
+    let changed: Vec<String> = sqlx::query_scalar(&sql)
+        .bind(ids(rows.iter().map(|o| o.clerk_id.as_str())))
+        .bind(rows.iter().map(|o| o.name.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|o| o.slug.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|o| o.image_url.clone()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|o| o.public_metadata.clone())
+                .collect::<Vec<Value>>(),
+        )
+        .bind(rows.iter().map(|o| o.created_at.get()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|o| o.updated_at.get()).collect::<Vec<_>>())
+        .bind(rank)
+        .bind(version_ms)
+        .bind(event_ms)
+        .bind(event_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(changed.into_iter().collect())
+}
+
+async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
+    let clerk_ids = ids(r.user_deletions.keys().map(|k| k.as_str()));
+    let at: Vec<i64> = r.user_deletions.values().map(|d| d.at.get()).collect();
+    let event_ids: Vec<String> = r
+        .user_deletions
+        .values()
+        .map(|d| d.version.event_id.as_str().to_owned())
+        .collect();
+    // A deletion seen first leaves a placeholder tombstone; its times stand in until a real
+    // version fills them.
+    let sql = format!(
+        r#"
+        INSERT INTO users AS u (clerk_id, public_metadata, created_at, updated_at, deleted_at,
+            synced_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
+        SELECT c, '{{}}'::jsonb, {t}, {t}, {t}, now(), {rank}, a, a, ei
+        FROM unnest($1::text[], $2::int8[], $3::text[]) AS x(c, a, ei)
+        ON CONFLICT (clerk_id) DO UPDATE SET
+            deleted_at = least(u.deleted_at, excluded.deleted_at),
+            email = NULL, name = NULL, first_name = NULL, last_name = NULL, username = NULL,
+            image_url = NULL, external_id = NULL, public_metadata = '{{}}'::jsonb,
+            synced_at = now()
+        WHERE u.deleted_at IS NULL OR u.deleted_at > excluded.deleted_at
+        RETURNING clerk_id
+        "#,
+        t = TS("a"),
+        rank = Rank::Placeholder.as_i16(),
+    );
+    let changed: Vec<String> = sqlx::query_scalar(&sql)
+        .bind(&clerk_ids)
+        .bind(&at)
+        .bind(&event_ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    let cascade = format!(
+        r#"
+        UPDATE org_memberships m SET deleted_at = least(m.deleted_at, {t}), synced_at = now()
+        FROM unnest($1::text[], $2::int8[]) AS x(c, a) JOIN users u ON u.clerk_id = x.c
+        WHERE m.user_id = u.id AND (m.deleted_at IS NULL OR m.deleted_at > {t})
+        "#,
+        t = TS("x.a"),
+    );
+    sqlx::query(&cascade)
+        .bind(&clerk_ids)
+        .bind(&at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(changed.into_iter().collect())
+}
+
+async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
+    let clerk_ids = ids(r.org_deletions.keys().map(|k| k.as_str()));
+    let at: Vec<i64> = r.org_deletions.values().map(|d| d.at.get()).collect();
+    let slugs: Vec<Option<String>> = r.org_deletions.values().map(|d| d.slug.clone()).collect();
+    let event_ids: Vec<String> = r
+        .org_deletions
+        .values()
+        .map(|d| d.version.event_id.as_str().to_owned())
+        .collect();
+    let sql = format!(
+        r#"
+        INSERT INTO organizations AS o (clerk_id, slug, public_metadata, created_at, updated_at,
+            deleted_at, synced_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
+        SELECT c, s, '{{}}'::jsonb, {t}, {t}, {t}, now(), {rank}, a, a, ei
+        FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[]) AS x(c, a, s, ei)
+        ON CONFLICT (clerk_id) DO UPDATE SET
+            deleted_at = least(o.deleted_at, excluded.deleted_at),
+            synced_at = now()
+        WHERE o.deleted_at IS NULL OR o.deleted_at > excluded.deleted_at
+        RETURNING clerk_id
+        "#,
+        t = TS("a"),
+        rank = Rank::Placeholder.as_i16(),
+    );
+    let changed: Vec<String> = sqlx::query_scalar(&sql)
+        .bind(&clerk_ids)
+        .bind(&at)
+        .bind(&slugs)
+        .bind(&event_ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    let cascade = format!(
+        r#"
+        UPDATE org_memberships m SET deleted_at = least(m.deleted_at, {t}), synced_at = now()
+        FROM unnest($1::text[], $2::int8[]) AS x(c, a)
+        WHERE m.org_id = x.c AND (m.deleted_at IS NULL OR m.deleted_at > {t})
+        "#,
+        t = TS("x.a"),
+    );
+    sqlx::query(&cascade)
+        .bind(&clerk_ids)
+        .bind(&at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(changed.into_iter().collect())
+}
+
+async fn upsert_memberships(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
+    let changes: Vec<_> = r.memberships.values().collect();
+    // Generation = (created_at, orgmem id): a re-join replaces the row, an older membership
+    // changes nothing. deleted_at is the earliest of this membership's own deletion and that
+    // of its user or organization.
+    let sql = format!(
+        r#"
+        WITH x AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
+                                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[])
+                AS x(c, uc, oc, r, p, ca, ua, d, em, ei)
+        ), incoming AS (
+            SELECT x.*, u.id AS user_id, least({d}, o.deleted_at, u.deleted_at) AS deleted_at
+            FROM x JOIN users u ON u.clerk_id = x.uc LEFT JOIN organizations o ON o.clerk_id = x.oc
+        )
+        INSERT INTO org_memberships AS m (clerk_id, user_id, org_id, role, permissions,
+            created_at, updated_at, deleted_at, synced_at,
+            sync_created_ms, sync_version_ms, sync_event_ms, sync_event_id)
+        SELECT c, user_id, oc, r, ARRAY(SELECT jsonb_array_elements_text(p)), {ca}, {ua},
+            deleted_at, now(), ca, ua, em, ei
+        FROM incoming
+        ON CONFLICT (user_id, org_id) DO UPDATE SET
+            clerk_id = excluded.clerk_id,
+            sync_created_ms = excluded.sync_created_ms,
+            created_at = excluded.created_at,
+            role = CASE WHEN {take} THEN excluded.role ELSE m.role END,
+            permissions = CASE WHEN {take} THEN excluded.permissions ELSE m.permissions END,
+            updated_at = CASE WHEN {take} THEN excluded.updated_at ELSE m.updated_at END,
+            sync_version_ms = CASE WHEN {take} THEN excluded.sync_version_ms ELSE m.sync_version_ms END,
+            sync_event_ms = CASE WHEN {take} THEN excluded.sync_event_ms ELSE m.sync_event_ms END,
+            sync_event_id = CASE WHEN {take} THEN excluded.sync_event_id ELSE m.sync_event_id END,
+            deleted_at = CASE WHEN {newer_gen} THEN excluded.deleted_at
+                              ELSE least(m.deleted_at, excluded.deleted_at) END,
+            synced_at = now()
+        WHERE {newer_gen}
+           OR ({same_gen} AND ({newer_version}
+               OR excluded.deleted_at < coalesce(m.deleted_at, 'infinity'::timestamptz)))
+        RETURNING clerk_id
+        "#,
+        d = TS("x.d"),
+        ca = TS("ca"),
+        ua = TS("ua"),
+        take = TAKE,
+        newer_gen = NEWER_GEN,
+        same_gen = SAME_GEN,
+        newer_version = NEWER_VERSION,
+    );
+    let changed: Vec<String> = sqlx::query_scalar(&sql)
+        .bind(ids(changes.iter().map(|c| c.row.clerk_id.as_str())))
+        .bind(ids(changes.iter().map(|c| c.row.user_id.as_str())))
+        .bind(ids(changes.iter().map(|c| c.row.org_id.as_str())))
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.row.role.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| Value::from(c.row.permissions.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.row.created_at.get())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.row.updated_at.get())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.deleted_at.map(Millis::get))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.version.event_at.get())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.version.event_id.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(changed.into_iter().collect())
+}
+
+const NEWER_GEN: &str =
+    "((excluded.sync_created_ms, excluded.clerk_id) > (m.sync_created_ms, m.clerk_id))";
+const SAME_GEN: &str =
+    "((excluded.sync_created_ms, excluded.clerk_id) = (m.sync_created_ms, m.clerk_id))";
+const NEWER_VERSION: &str =
+    "((excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id) \
+     > (m.sync_version_ms, m.sync_event_ms, m.sync_event_id))";
+const TAKE: &str =
+    "(((excluded.sync_created_ms, excluded.clerk_id) > (m.sync_created_ms, m.clerk_id)) \
+     OR (((excluded.sync_created_ms, excluded.clerk_id) = (m.sync_created_ms, m.clerk_id)) \
+     AND ((excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id) \
+     > (m.sync_version_ms, m.sync_event_ms, m.sync_event_id))))";
