@@ -98,17 +98,42 @@ impl Worker {
     ) -> Result<Option<Vec<OwnedMessage>>> {
         let first = tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
-            message = self.consumer.recv() => message.map_err(Error::Kafka)?.detach(),
+            message = self.recv() => message,
         };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + self.config.batch_linger;
         while batch.len() < self.config.batch_max {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
-                message = self.consumer.recv() => batch.push(message.map_err(Error::Kafka)?.detach()),
+                message = self.recv() => batch.push(message),
             }
         }
         Ok(Some(batch))
+    }
+
+    /// The next record. Consumer errors (the broker unreachable, a topic missing) are reported
+    /// and waited out: librdkafka reconnects by itself, and nothing is committed meanwhile.
+    async fn recv(&self) -> OwnedMessage {
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    self.health.set_broker_reachable(true);
+                    return message.detach();
+                }
+                Err(e) => {
+                    self.health.set_broker_reachable(false);
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)
+                    ) {
+                        warn!(topics = ?self.config.topics, "a topic does not exist: create it with `clerk-sync topics create`");
+                    } else {
+                        warn!(error = %crate::error_chain(&e), "consumer error; waiting for the broker");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     /// Decodes and applies a batch in one transaction, dead-letters what can never be applied,
@@ -168,28 +193,39 @@ impl Worker {
     /// Refreshes the lag and freshness gauges every `lag_interval`, idle or not, until cancelled.
     async fn refresh_lag(&self, cancel: CancellationToken) {
         loop {
-            let (brokers, options, group, topics) = (
-                self.config.brokers.clone(),
-                self.config.kafka_options.clone(),
-                self.config.group_id.clone(),
-                self.config.topics.clone(),
-            );
-            let measured = tokio::task::spawn_blocking(move || {
-                crate::lag::measure_lag(
-                    &brokers,
-                    &options,
-                    &group,
-                    &topics,
-                    std::time::Duration::from_secs(5),
-                )
-            })
-            .await;
-            match measured {
-                Ok(Ok(lags)) => self.health.metrics.record_lag(&lags),
-                Ok(Err(e)) => {
-                    warn!(error = %crate::error_chain(&e), "could not measure consumer lag")
+            // Broker reachability for /readyz, through the consumer's own connections.
+            let reachable = tokio::task::block_in_place(|| {
+                self.consumer
+                    .fetch_metadata(None, std::time::Duration::from_secs(2))
+                    .is_ok()
+            });
+            self.health.set_broker_reachable(reachable);
+            if reachable {
+                let (brokers, options, group, topics) = (
+                    self.config.brokers.clone(),
+                    self.config.kafka_options.clone(),
+                    self.config.group_id.clone(),
+                    self.config.topics.clone(),
+                );
+                let measured = tokio::task::spawn_blocking(move || {
+                    crate::lag::measure_lag(
+                        &brokers,
+                        &options,
+                        &group,
+                        &topics,
+                        std::time::Duration::from_secs(5),
+                    )
+                })
+                .await;
+                match measured {
+                    Ok(Ok(lags)) => self.health.metrics.record_lag(&lags),
+                    Ok(Err(e)) => {
+                        warn!(error = %crate::error_chain(&e), "could not measure consumer lag")
+                    }
+                    Err(e) => warn!(error = %e, "lag task failed"),
                 }
-                Err(e) => warn!(error = %e, "lag task failed"),
+            } else {
+                warn!("the broker does not answer; consumer lag not measured");
             }
             self.health.refresh_freshness(crate::dead_letter::now_ms());
             tokio::select! {

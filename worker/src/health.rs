@@ -10,12 +10,14 @@ use sqlx::PgPool;
 
 use crate::WorkerMetrics;
 
-/// What the worker's readiness reflects: the database answers and the worker is not stuck
-/// retrying a transient failure.
+/// What the worker's readiness reflects: the database answers, the broker answered the last
+/// lag measurement, and the worker is not stuck retrying a transient failure.
 #[derive(Clone)]
 pub struct Health {
     pool: PgPool,
     retrying: Arc<AtomicBool>,
+    /// Whether the broker answered the last periodic lag measurement.
+    broker: Arc<AtomicBool>,
     /// Clerk timestamp (ms) of the newest event applied, for the freshness gauge.
     newest_applied_ms: Arc<AtomicI64>,
     pub metrics: WorkerMetrics,
@@ -26,6 +28,7 @@ impl Health {
         Health {
             pool,
             retrying: Arc::new(AtomicBool::new(false)),
+            broker: Arc::new(AtomicBool::new(true)),
             newest_applied_ms: Arc::new(AtomicI64::new(0)),
             metrics,
         }
@@ -53,6 +56,10 @@ impl Health {
     pub fn is_retrying(&self) -> bool {
         self.retrying.load(Ordering::Relaxed)
     }
+
+    pub fn set_broker_reachable(&self, reachable: bool) {
+        self.broker.store(reachable, Ordering::Relaxed);
+    }
 }
 
 /// `/healthz` (alive), `/readyz` (database reachable, not stuck retrying) and `/metrics`.
@@ -78,7 +85,8 @@ pub fn health_router(health: Health) -> Router {
 async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
     let database = sqlx::query("SELECT 1").execute(&health.pool).await.is_ok();
     let retrying = health.is_retrying();
-    let ready = database && !retrying;
+    let broker = health.broker.load(Ordering::Relaxed);
+    let ready = database && broker && !retrying;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -86,6 +94,6 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::V
     };
     (
         status,
-        Json(json!({"ready": ready, "database": database, "retrying": retrying})),
+        Json(json!({"ready": ready, "database": database, "broker": broker, "retrying": retrying})),
     )
 }
