@@ -5,29 +5,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    eventually, run_cli, signed_post, sim, Ingest, TestDb, TestKafka, WorkerProcess, TEST_SECRET,
+    eventually, post_all, run_cli, signed_post, sim, Ingest, TestDb, TestKafka, WorkerProcess,
+    TEST_SECRET,
 };
 use crate::pipeline::{wait_until_all_committed, WAIT};
-
-async fn post_all(
-    ingest: &Ingest,
-    events: &[clerk_sync_core::testkit::SimEvent],
-) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    for e in events {
-        let response = signed_post(
-            &client,
-            &ingest.webhook_url(),
-            TEST_SECRET,
-            &e.svix_id,
-            &e.body,
-        )
-        .send()
-        .await?;
-        assert_eq!(response.status(), 200, "{}", e.event_type());
-    }
-    Ok(())
-}
 
 #[tokio::test]
 async fn a_worker_killed_mid_stream_loses_nothing_after_it_restarts() -> anyhow::Result<()> {

@@ -262,25 +262,13 @@ async fn a_shuffled_and_duplicated_history_through_ingest_broker_and_worker_ends
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[]).await?;
     let _worker = WorkerProcess::start(&db, &kafka).await?;
-    let client = reqwest::Client::new();
 
     let (history, delivery) = sim::history_and_delivery(40)?;
     assert!(
         delivery.len() > history.len(),
         "the delivery repeats events"
     );
-    for e in &delivery {
-        let response = signed_post(
-            &client,
-            &ingest.webhook_url(),
-            TEST_SECRET,
-            &e.svix_id,
-            &e.body,
-        )
-        .send()
-        .await?;
-        assert_eq!(response.status(), 200, "{}", e.event_type());
-    }
+    crate::harness::post_all(&ingest, &delivery).await?;
 
     wait_until_all_committed(&kafka).await?;
     sim::assert_tables_equal(&db, &sim::expected(&history)?).await

@@ -20,19 +20,7 @@ async fn replay_from_the_beginning_into_an_empty_database_gives_the_live_tables_
     let ingest = Ingest::start(&kafka, &[]).await?;
     let _worker = WorkerProcess::start(&live, &kafka).await?;
     let (history, delivery) = sim::history_and_delivery(40)?;
-    let client = reqwest::Client::new();
-    for e in &delivery {
-        let r = crate::harness::signed_post(
-            &client,
-            &ingest.webhook_url(),
-            crate::harness::TEST_SECRET,
-            &e.svix_id,
-            &e.body,
-        )
-        .send()
-        .await?;
-        assert_eq!(r.status(), 200);
-    }
+    crate::harness::post_all(&ingest, &delivery).await?;
     wait_until_all_committed(&kafka).await?;
     let committed_before = kafka.committed()?;
 

@@ -200,3 +200,29 @@ impl WorkerProcess {
         Ok(status)
     }
 }
+
+/// Posts simulated webhooks to ingest, signed as Svix would, and expects each to be accepted.
+pub async fn post_all(
+    ingest: &Ingest,
+    events: &[clerk_sync_core::testkit::SimEvent],
+) -> Result<()> {
+    let client = reqwest::Client::new();
+    for e in events {
+        let response = super::signed_post(
+            &client,
+            &ingest.webhook_url(),
+            TEST_SECRET,
+            &e.svix_id,
+            &e.body,
+        )
+        .send()
+        .await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "{}: {}",
+            e.event_type(),
+            response.status()
+        );
+    }
+    Ok(())
+}
