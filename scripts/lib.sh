@@ -6,7 +6,7 @@ CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/clerk-sync"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# tansu (a Kafka-wire-compatible broker) from crates.io, built once and cached.
+# tansu (a Kafka-wire-compatible broker, the `tansu` crate), built once and cached.
 ensure_tansu() {
   if [ -n "${TANSU_BIN:-}" ] && [ -x "$TANSU_BIN" ]; then return; fi
   local root="$CACHE_DIR/tansu-$TANSU_VERSION"
