@@ -318,44 +318,53 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let batch: usize = std::env::var("BENCH_BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+    // Several sizes side by side: the worker's default, and the larger batches a replay fills.
+    let batches: Vec<usize> = std::env::var("BENCH_BATCH")
+        .unwrap_or_else(|_| "500,2000,10000".into())
+        .split(',')
+        .filter_map(|b| b.trim().parse().ok())
+        .collect();
+    let with_naive = std::env::var("BENCH_NAIVE").map_or(true, |v| v != "0");
     let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/bench sets it)");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut rng = StdRng::seed_from_u64(42);
     let w = workload(n, &mut rng);
-    println!("apply benchmark: {} events ({} users, {} organizations, {} memberships in the final tables), batch {batch}",
+    println!("apply benchmark: {} events ({} users, {} organizations, {} memberships in the final tables)",
         w.events.len(), w.expected.users().len(), w.expected.orgs().len(), w.expected.memberships().len());
     rt.block_on(async {
-        let pool = fresh_database(&admin, "bench_batch").await;
-        let batch_s = batch_apply(&pool, &w, batch).await;
-        pool.close().await;
+        let rate = |s: f64| w.events.len() as f64 / s;
         let pool = fresh_database(&admin, "bench_ceiling").await;
         let ceiling_s = ceiling(&pool, &w).await;
         pool.close().await;
-        let pool = fresh_database(&admin, "bench_naive").await;
-        let naive_s = naive(&pool, &w).await;
-        pool.close().await;
-        let rate = |s: f64| w.events.len() as f64 / s;
+        let naive_s = if with_naive {
+            let pool = fresh_database(&admin, "bench_naive").await;
+            let s = naive(&pool, &w).await;
+            pool.close().await;
+            Some(s)
+        } else {
+            None
+        };
         println!(
-            "  batch apply (clerk-sync): {:>10.0} events/s  ({batch_s:.2} s)",
-            rate(batch_s)
-        );
-        println!(
-            "  database ceiling:         {:>10.0} events/s  ({ceiling_s:.2} s)",
+            "  database ceiling:              {:>10.0} events/s  ({ceiling_s:.2} s)",
             rate(ceiling_s)
         );
-        println!(
-            "  naive handler:            {:>10.0} events/s  ({naive_s:.2} s)",
-            rate(naive_s)
-        );
-        println!(
-            "  batch / ceiling: {:.0}%   batch / naive: {:.1}x   ceiling / naive: {:.1}x",
-            100.0 * ceiling_s / batch_s,
-            naive_s / batch_s,
-            naive_s / ceiling_s
-        );
+        if let Some(naive_s) = naive_s {
+            println!(
+                "  naive handler:                 {:>10.0} events/s  ({naive_s:.2} s)   ceiling / naive: {:.1}x",
+                rate(naive_s),
+                naive_s / ceiling_s
+            );
+        }
+        for &batch in &batches {
+            let pool = fresh_database(&admin, "bench_batch").await;
+            let batch_s = batch_apply(&pool, &w, batch).await;
+            pool.close().await;
+            let versus_naive = naive_s.map_or(String::new(), |n| format!("   batch / naive: {:.1}x", n / batch_s));
+            println!(
+                "  batch apply, batch {batch:>6}:   {:>10.0} events/s  ({batch_s:.2} s)   batch / ceiling: {:.0}%{versus_naive}",
+                rate(batch_s),
+                100.0 * ceiling_s / batch_s,
+            );
+        }
     });
 }

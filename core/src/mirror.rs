@@ -70,7 +70,7 @@ impl Version {
         Self::new(Rank::Placeholder, meta.timestamp, meta)
     }
 
-    fn new(rank: Rank, at: Millis, meta: &EventMeta) -> Self {
+    pub(crate) fn new(rank: Rank, at: Millis, meta: &EventMeta) -> Self {
         Version {
             rank,
             at,

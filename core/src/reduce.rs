@@ -5,9 +5,11 @@
 //! the result; this is what lets the worker write a batch with a few set-based statements (each
 //! row at most once per statement, as Postgres requires of `ON CONFLICT`).
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 
-use crate::mirror::{Generation, MembershipRow, OrgRow, UserRow, Version};
+use crate::mirror::{Generation, MembershipRow, OrgRow, Rank, UserRow, Version};
 use crate::{ClerkEvent, EventMeta, Millis, OrgId, UserId};
 
 /// The winning change for one row, and the index of the event it came from.
@@ -48,21 +50,67 @@ pub struct Reduced {
     pub memberships: BTreeMap<(UserId, OrgId), MembershipChange>,
 }
 
-fn keep_greater<K: Ord, R>(map: &mut BTreeMap<K, Winner<R>>, key: K, candidate: Winner<R>) {
-    match map.get(&key) {
-        Some(current) if current.version >= candidate.version => {}
-        _ => {
-            map.insert(key, candidate);
-        }
+#[derive(Default)]
+struct Scan {
+    users: HashMap<UserId, Winner<UserRow>>,
+    orgs: HashMap<OrgId, Winner<OrgRow>>,
+    user_deletions: HashMap<UserId, Deletion>,
+    org_deletions: HashMap<OrgId, Deletion>,
+    memberships: HashMap<(UserId, OrgId), MembershipChange>,
+}
+
+/// Keeps the candidate if its version is greater. The row and the owned key are only built for
+/// a candidate that wins: most events in a large batch lose to a later one.
+fn keep_greater<K: Hash + Eq + Clone, R>(
+    map: &mut HashMap<K, Winner<R>>,
+    key: &K,
+    version: (Rank, Millis, &EventMeta),
+    index: usize,
+    row: impl FnOnce() -> R,
+) {
+    let (rank, at, meta) = version;
+    let wins = map.get(key).is_none_or(|current| {
+        let v = &current.version;
+        (rank, at, meta.timestamp, &meta.id) > (v.rank, v.at, v.event_at, &v.event_id)
+    });
+    if wins {
+        map.insert(
+            key.clone(),
+            Winner {
+                row: row(),
+                version: Version::new(rank, at, meta),
+                index,
+            },
+        );
     }
 }
 
-fn keep_earliest<K: Ord>(map: &mut BTreeMap<K, Deletion>, key: K, candidate: Deletion) {
-    match map.get(&key) {
-        Some(current) if (current.at, &current.version) <= (candidate.at, &candidate.version) => {}
-        _ => {
-            map.insert(key, candidate);
-        }
+fn keep_earliest<K: Hash + Eq + Clone>(
+    map: &mut HashMap<K, Deletion>,
+    key: &K,
+    meta: &EventMeta,
+    slug: Option<&String>,
+    index: usize,
+) {
+    let wins = map.get(key).is_none_or(|current| {
+        (meta.timestamp, Rank::Placeholder, meta.timestamp, &meta.id)
+            < (
+                current.at,
+                current.version.rank,
+                current.version.event_at,
+                &current.version.event_id,
+            )
+    });
+    if wins {
+        map.insert(
+            key.clone(),
+            Deletion {
+                at: meta.timestamp,
+                version: Version::placeholder(meta),
+                slug: slug.cloned(),
+                index,
+            },
+        );
     }
 }
 
@@ -75,70 +123,50 @@ fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
 
 /// Reduces a batch of decoded events.
 pub fn reduce(events: &[(EventMeta, ClerkEvent)]) -> Reduced {
-    let mut r = Reduced::default();
+    // Hash maps while scanning (a lookup per event), ordered maps in the result: the writes then
+    // touch rows in key order, so concurrent batches lock them in the same order.
+    let mut r = Scan::default();
     for (index, (meta, event)) in events.iter().enumerate() {
         match event {
             ClerkEvent::UserUpserted(user) => keep_greater(
                 &mut r.users,
-                user.id.clone(),
-                Winner {
-                    row: UserRow::from_user(user),
-                    version: Version::full(user.updated_at, meta),
-                    index,
-                },
+                &user.id,
+                (Rank::Full, user.updated_at, meta),
+                index,
+                || UserRow::from_user(user),
             ),
-            ClerkEvent::UserDeleted(d) => keep_earliest(
-                &mut r.user_deletions,
-                d.id.clone(),
-                Deletion {
-                    at: meta.timestamp,
-                    version: Version::placeholder(meta),
-                    slug: None,
-                    index,
-                },
-            ),
+            ClerkEvent::UserDeleted(d) => {
+                keep_earliest(&mut r.user_deletions, &d.id, meta, None, index)
+            }
             ClerkEvent::OrgUpserted(org) => keep_greater(
                 &mut r.orgs,
-                org.id.clone(),
-                Winner {
-                    row: OrgRow::from_org(org),
-                    version: Version::full(org.updated_at, meta),
-                    index,
-                },
+                &org.id,
+                (Rank::Full, org.updated_at, meta),
+                index,
+                || OrgRow::from_org(org),
             ),
-            ClerkEvent::OrgDeleted(d) => keep_earliest(
-                &mut r.org_deletions,
-                d.id.clone(),
-                Deletion {
-                    at: meta.timestamp,
-                    version: Version::placeholder(meta),
-                    slug: d.slug.clone(),
-                    index,
-                },
-            ),
+            ClerkEvent::OrgDeleted(d) => {
+                keep_earliest(&mut r.org_deletions, &d.id, meta, d.slug.as_ref(), index)
+            }
             ClerkEvent::MembershipUpserted(m)
             | ClerkEvent::MembershipDeleted(crate::MembershipDeleted(m)) => {
                 let own_deletion =
                     matches!(event, ClerkEvent::MembershipDeleted(_)).then_some(meta.timestamp);
                 keep_greater(
                     &mut r.orgs,
-                    m.org.id.clone(),
-                    Winner {
-                        row: OrgRow::from_org(&m.org),
-                        version: Version::stub(m.org.updated_at, meta),
-                        index,
-                    },
+                    &m.org.id,
+                    (Rank::Stub, m.org.updated_at, meta),
+                    index,
+                    || OrgRow::from_org(&m.org),
                 );
                 keep_greater(
                     &mut r.users,
-                    m.user.id.clone(),
-                    Winner {
-                        row: UserRow::from_stub(&m.user, meta.timestamp),
-                        version: Version::stub(meta.timestamp, meta),
-                        index,
-                    },
+                    &m.user.id,
+                    (Rank::Stub, meta.timestamp, meta),
+                    index,
+                    || UserRow::from_stub(&m.user, meta.timestamp),
                 );
-                let candidate = MembershipChange {
+                let candidate = || MembershipChange {
                     row: MembershipRow::from_membership(m),
                     generation: Generation {
                         created_at: m.created_at,
@@ -151,23 +179,36 @@ pub fn reduce(events: &[(EventMeta, ClerkEvent)]) -> Reduced {
                 let key = (m.user.id.clone(), m.org.id.clone());
                 match r.memberships.get_mut(&key) {
                     None => {
-                        r.memberships.insert(key, candidate);
+                        r.memberships.insert(key, candidate());
                     }
-                    Some(current) if candidate.generation > current.generation => {
-                        *current = candidate
-                    }
-                    Some(current) if candidate.generation == current.generation => {
-                        let deleted_at = earliest(current.deleted_at, candidate.deleted_at);
-                        if candidate.version > current.version {
-                            *current = candidate;
+                    Some(current) => {
+                        let generation = (m.created_at, &m.id)
+                            .cmp(&(current.generation.created_at, &current.generation.id));
+                        let v = &current.version;
+                        let newer = (Rank::Full, m.updated_at, meta.timestamp, &meta.id)
+                            > (v.rank, v.at, v.event_at, &v.event_id);
+                        match generation {
+                            Ordering::Greater => *current = candidate(),
+                            Ordering::Equal => {
+                                let deleted_at = earliest(current.deleted_at, own_deletion);
+                                if newer {
+                                    *current = candidate();
+                                }
+                                current.deleted_at = deleted_at;
+                            }
+                            Ordering::Less => {}
                         }
-                        current.deleted_at = deleted_at;
                     }
-                    Some(_) => {}
                 }
             }
             ClerkEvent::Ignored { .. } => {}
         }
     }
-    r
+    Reduced {
+        users: r.users.into_iter().collect(),
+        orgs: r.orgs.into_iter().collect(),
+        user_deletions: r.user_deletions.into_iter().collect(),
+        org_deletions: r.org_deletions.into_iter().collect(),
+        memberships: r.memberships.into_iter().collect(),
+    }
 }

@@ -192,7 +192,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "clerk-sync")]
     pub group_id: String,
     /// Largest batch, in records.
-    #[arg(long, env = "BATCH_MAX", default_value_t = 500)]
+    #[arg(long, env = "BATCH_MAX", default_value_t = 2000)]
     pub batch_max: usize,
     /// How long a batch waits for more records after its first, in milliseconds.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 50)]

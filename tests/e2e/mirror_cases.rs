@@ -161,6 +161,42 @@ async fn a_duplicate_delivery_changes_nothing() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn each_event_of_a_batch_is_counted_applied_stale_or_duplicate_and_a_redelivered_batch_only_duplicate(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let created = user("user_1", "created", T, "Alice");
+    let updated = user("user_1", "updated", T + 10, "Alicia");
+    let org_created = org("org_1", "created", T, "Acme");
+    let batch = [
+        created.clone(),
+        updated.clone(),
+        updated.clone(),
+        org_created.clone(),
+    ];
+    let first = apply(&db, &batch).await;
+    assert_eq!(
+        first,
+        vec![
+            Outcome::Stale,
+            Outcome::Applied,
+            Outcome::Duplicate,
+            Outcome::Applied
+        ]
+    );
+    let again = apply(&db, &batch).await;
+    assert_eq!(
+        again,
+        vec![
+            Outcome::Stale,
+            Outcome::Duplicate,
+            Outcome::Duplicate,
+            Outcome::Duplicate
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn updates_after_a_user_deletion_never_resurrect_it() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     apply(

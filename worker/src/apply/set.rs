@@ -74,6 +74,9 @@ async fn upsert_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
                     $8::text[], $9::jsonb[], $10::int8[], $11::int8[], $12::int2[], $13::int8[],
                     $14::int8[], $15::text[])
              AS x(c, e, n, f, l, un, img, ext, md, ca, ua, rk, vm, em, ei)
+        WHERE NOT EXISTS (SELECT 1 FROM users h WHERE h.clerk_id = x.c
+                          AND (h.sync_rank, h.sync_version_ms, h.sync_event_ms, h.sync_event_id)
+                              >= (x.rk, x.vm, x.em, x.ei))
         ON CONFLICT (clerk_id) DO UPDATE SET
             email = CASE WHEN u.deleted_at IS NULL THEN excluded.email END,
             name = CASE WHEN u.deleted_at IS NULL THEN excluded.name END,
@@ -143,6 +146,9 @@ async fn upsert_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int8[],
                     $7::int8[], $8::int2[], $9::int8[], $10::int8[], $11::text[])
              AS x(c, n, s, img, md, ca, ua, rk, vm, em, ei)
+        WHERE NOT EXISTS (SELECT 1 FROM organizations h WHERE h.clerk_id = x.c
+                          AND (h.sync_rank, h.sync_version_ms, h.sync_event_ms, h.sync_event_id)
+                              >= (x.rk, x.vm, x.em, x.ei))
         ON CONFLICT (clerk_id) DO UPDATE SET
             name = excluded.name,
             slug = excluded.slug,

@@ -1,0 +1,161 @@
+//! What each event of a written batch did: applied, stale, duplicate or ignored.
+
+use std::collections::{HashMap, HashSet};
+
+use clerk_sync_core::reduce::Reduced;
+use clerk_sync_core::{ClerkEvent, EventMeta};
+use sqlx::PgConnection;
+
+use super::set::Changed;
+use super::Outcome;
+use crate::Result;
+
+/// An event's outcome, or the row whose current event decides it.
+enum Pending<'a> {
+    Decided(Outcome),
+    /// Duplicate if the row (table, Clerk id) now holds this very event, else stale.
+    Holder(&'static str, &'a str),
+}
+
+/// The winner of an entity changed its row, so the row now holds the winner's event: a loser is
+/// a duplicate exactly when it is that event again. Only rows nothing changed need a lookup.
+fn decide<'a>(
+    i: usize,
+    meta: &EventMeta,
+    event: &'a ClerkEvent,
+    reduced: &Reduced,
+    changed: &Changed,
+) -> Pending<'a> {
+    let by_winner = |winner: Option<(usize, &str)>,
+                     changed: &HashSet<String>,
+                     table,
+                     id: &'a str| match winner {
+        Some((index, _)) if index == i && changed.contains(id) => {
+            Pending::Decided(Outcome::Applied)
+        }
+        Some((_, held)) if changed.contains(id) => Pending::Decided(if held == meta.id.as_str() {
+            Outcome::Duplicate
+        } else {
+            Outcome::Stale
+        }),
+        _ => Pending::Holder(table, id),
+    };
+    match event {
+        ClerkEvent::Ignored { .. } => Pending::Decided(Outcome::Ignored),
+        ClerkEvent::UserUpserted(u) => by_winner(
+            reduced
+                .users
+                .get(&u.id)
+                .map(|w| (w.index, w.version.event_id.as_str())),
+            &changed.users,
+            "users",
+            u.id.as_str(),
+        ),
+        ClerkEvent::OrgUpserted(o) => by_winner(
+            reduced
+                .orgs
+                .get(&o.id)
+                .map(|w| (w.index, w.version.event_id.as_str())),
+            &changed.orgs,
+            "organizations",
+            o.id.as_str(),
+        ),
+        ClerkEvent::UserDeleted(d) => {
+            let won = reduced
+                .user_deletions
+                .get(&d.id)
+                .is_some_and(|w| w.index == i);
+            Pending::Decided(if won && changed.user_deletions.contains(d.id.as_str()) {
+                Outcome::Applied
+            } else {
+                Outcome::Stale
+            })
+        }
+        ClerkEvent::OrgDeleted(d) => {
+            let won = reduced
+                .org_deletions
+                .get(&d.id)
+                .is_some_and(|w| w.index == i);
+            Pending::Decided(if won && changed.org_deletions.contains(d.id.as_str()) {
+                Outcome::Applied
+            } else {
+                Outcome::Stale
+            })
+        }
+        // A membership row can change through its deletion alone, keeping an older event's
+        // fields, so losers always ask the row.
+        ClerkEvent::MembershipUpserted(m)
+        | ClerkEvent::MembershipDeleted(clerk_sync_core::MembershipDeleted(m)) => {
+            let key = (m.user.id.clone(), m.org.id.clone());
+            let won = reduced.memberships.get(&key).is_some_and(|w| w.index == i);
+            if won && changed.memberships.contains(m.id.as_str()) {
+                Pending::Decided(Outcome::Applied)
+            } else {
+                Pending::Holder("org_memberships", m.id.as_str())
+            }
+        }
+    }
+}
+
+/// Each event's outcome, in order, after the batch was written (same transaction).
+pub(super) async fn outcomes(
+    conn: &mut PgConnection,
+    events: &[(EventMeta, ClerkEvent)],
+    reduced: &Reduced,
+    changed: &Changed,
+) -> Result<Vec<Outcome>> {
+    let pending: Vec<Pending<'_>> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (meta, event))| decide(i, meta, event, reduced, changed))
+        .collect();
+    let holders = holders(conn, &pending).await?;
+    Ok(pending
+        .iter()
+        .zip(events)
+        .map(|(p, (meta, _))| match p {
+            Pending::Decided(outcome) => *outcome,
+            Pending::Holder(table, id) => {
+                if holders.get(&(*table, *id)).map(String::as_str) == Some(meta.id.as_str()) {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Stale
+                }
+            }
+        })
+        .collect())
+}
+
+/// The event each asked-about row's fields came from.
+async fn holders<'a>(
+    conn: &mut PgConnection,
+    pending: &[Pending<'a>],
+) -> Result<HashMap<(&'static str, &'a str), String>> {
+    let mut out = HashMap::new();
+    for table in ["users", "organizations", "org_memberships"] {
+        let ids: HashSet<&'a str> = pending
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Holder(t, id) if *t == table => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "SELECT t.clerk_id, t.sync_event_id FROM unnest($1::text[]) AS x(c) \
+             JOIN {table} t ON t.clerk_id = x.c"
+        );
+        let rows: Vec<(String, String)> = sqlx::query_as(&sql)
+            .bind(ids.iter().copied().collect::<Vec<&str>>())
+            .fetch_all(&mut *conn)
+            .await?;
+        for (id, event) in rows {
+            if let Some(id) = ids.get(id.as_str()) {
+                out.insert((table, *id), event);
+            }
+        }
+    }
+    Ok(out)
+}
