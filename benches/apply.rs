@@ -2,145 +2,46 @@
 //! one-transaction-per-event webhook handler, on the same Postgres, in one run. Prints figures;
 //! asserts nothing. `scripts/bench` runs it (DATABASE_URL, or a throwaway cluster).
 //!
-//! BENCH_EVENTS (default 100000) sets the number of events; BENCH_BATCH (default 500) the batch.
+//! BENCH_EVENTS (default 100000) sets the number of events; BENCH_BATCH (default 500,2000,10000,
+//! 100000) the batch sizes compared; BENCH_NAIVE=0 skips the (slow) naive handler.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use clerk_sync_core::mirror::Mirror;
 use clerk_sync_core::{ClerkEvent, EventId, EventMeta};
 use clerk_sync_worker::apply::apply_all;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use rand::SeedableRng;
+use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
-const T0: i64 = 1_754_560_800_000;
+#[path = "common/process_stats.rs"]
+mod process_stats;
+#[path = "common/workload.rs"]
+mod workload;
 
-struct Workload {
+struct Decoded {
     events: Vec<(EventMeta, ClerkEvent)>,
     expected: Mirror,
 }
 
-fn user_json(id: usize, v: i64, at: i64) -> Value {
-    json!({"id": format!("user_{id}"), "first_name": format!("First{id}"), "last_name": format!("Last{v}"),
-           "username": format!("u{id}_{v}"), "image_url": "https://img.example.com/u",
-           "email_addresses": [{"id": "idn_1", "email_address": format!("u{id}.{v}@example.com")}],
-           "primary_email_address_id": "idn_1", "public_metadata": {"v": v}, "created_at": T0, "updated_at": at})
-}
-
-fn org_json(id: usize, v: i64, at: i64) -> Value {
-    json!({"id": format!("org_{id}"), "name": format!("Org {id} v{v}"), "slug": format!("org-{id}"),
-           "public_metadata": {}, "created_at": T0, "updated_at": at})
-}
-
-/// A realistic mix in Clerk's order: users, organizations and memberships; creates, updates,
-/// deletes; then 30% duplicates and a shuffle.
-fn workload(n: usize, rng: &mut StdRng) -> Workload {
-    let users = (n / 5).max(10);
-    let orgs = (n / 50).max(2);
-    let mut history: Vec<(String, Value, i64)> = Vec::with_capacity(n);
-    let mut now = T0;
-    let mut user_version = vec![0i64; users];
-    let mut user_deleted = vec![false; users];
-    let mut members: BTreeMap<(usize, usize), (String, i64)> = BTreeMap::new();
-    let mut created = 0usize;
-    while history.len() < n * 7 / 10 {
-        now += rng.random_range(1..50);
-        let roll = rng.random_range(0..100);
-        if created < users && (roll < 25 || history.is_empty()) {
-            let id = created;
-            created += 1;
-            history.push(("user.created".into(), user_json(id, 0, now), now));
-            if id < orgs {
-                history.push(("organization.created".into(), org_json(id, 0, now), now));
-            }
-            continue;
-        }
-        if created == 0 {
-            continue;
-        }
-        let u = rng.random_range(0..created);
-        if user_deleted[u] {
-            continue;
-        }
-        match roll {
-            25..=54 => {
-                user_version[u] += 1;
-                history.push((
-                    "user.updated".into(),
-                    user_json(u, user_version[u], now),
-                    now,
-                ));
-            }
-            55..=57 => {
-                user_deleted[u] = true;
-                history.push((
-                    "user.deleted".into(),
-                    json!({"id": format!("user_{u}"), "deleted": true}),
-                    now,
-                ));
-            }
-            58..=62 => {
-                let o = rng.random_range(0..orgs.min(created));
-                history.push((
-                    "organization.updated".into(),
-                    org_json(o, now - T0, now),
-                    now,
-                ));
-            }
-            _ => {
-                let o = rng.random_range(0..orgs.min(created));
-                let key = (u, o);
-                let (kind, mem_id, created_at) = match members.get(&key) {
-                    None => (
-                        "organizationMembership.created",
-                        format!("orgmem_{u}_{o}_{now}"),
-                        now,
-                    ),
-                    Some((id, c)) if roll > 95 => {
-                        ("organizationMembership.deleted", id.clone(), *c)
-                    }
-                    Some((id, c)) => ("organizationMembership.updated", id.clone(), *c),
-                };
-                let data = json!({"id": mem_id, "role": if roll % 2 == 0 { "org:admin" } else { "org:member" },
-                    "permissions": [], "organization": org_json(o, 0, T0),
-                    "public_user_data": {"user_id": format!("user_{u}"), "identifier": format!("u{u}@example.com")},
-                    "created_at": created_at, "updated_at": now});
-                if kind.ends_with("deleted") {
-                    members.remove(&key);
-                } else {
-                    members.insert(key, (mem_id, created_at));
-                }
-                history.push((kind.into(), data, now));
-            }
-        }
-    }
-    let decoded: Vec<(EventMeta, ClerkEvent)> = history
+/// The workload decoded once up front, and the tables Clerk's order ends in.
+fn decoded(w: &workload::Workload) -> Decoded {
+    let history: Vec<(EventMeta, ClerkEvent)> = w
+        .history
         .iter()
-        .enumerate()
-        .map(|(i, (kind, data, at))| {
-            let body = json!({"type": kind, "timestamp": at, "data": data});
-            ClerkEvent::decode(
-                EventId::parse(format!("msg_{i:09}")).expect("id"),
-                body.to_string().as_bytes(),
-            )
-            .expect("decodes")
+        .map(|e| {
+            ClerkEvent::decode(EventId::parse(e.id.clone()).expect("id"), e.body.as_bytes())
+                .expect("decodes")
         })
         .collect();
     let mut expected = Mirror::default();
-    for (meta, event) in &decoded {
+    for (meta, event) in &history {
         expected.apply(meta, event);
     }
-    let mut events = decoded.clone();
-    while events.len() < n {
-        let i = rng.random_range(0..decoded.len());
-        events.push(decoded[i].clone());
-    }
-    events.shuffle(rng);
-    Workload { events, expected }
+    let events = w.delivery.iter().map(|&i| history[i].clone()).collect();
+    Decoded { events, expected }
 }
 
 async fn fresh_database(admin: &str, name: &str) -> PgPool {
@@ -169,7 +70,7 @@ async fn fresh_database(admin: &str, name: &str) -> PgPool {
 }
 
 /// The worker's path: batches of BENCH_BATCH in one transaction each.
-async fn batch_apply(pool: &PgPool, w: &Workload, batch: usize) -> f64 {
+async fn batch_apply(pool: &PgPool, w: &Decoded, batch: usize) -> f64 {
     let started = Instant::now();
     for chunk in w.events.chunks(batch) {
         apply_all(pool, chunk).await.expect("apply");
@@ -178,7 +79,7 @@ async fn batch_apply(pool: &PgPool, w: &Workload, batch: usize) -> f64 {
 }
 
 /// The database's ceiling: the final rows, 1000 per multi-row upsert, no decoding or versions.
-async fn ceiling(pool: &PgPool, w: &Workload) -> f64 {
+async fn ceiling(pool: &PgPool, w: &Decoded) -> f64 {
     let users: Vec<_> = w.expected.users().into_values().collect();
     let orgs: Vec<_> = w.expected.orgs().into_values().collect();
     let members: Vec<_> = w.expected.memberships().into_values().collect();
@@ -232,7 +133,7 @@ async fn ceiling(pool: &PgPool, w: &Workload) -> f64 {
 }
 
 /// A typical webhook route: one transaction per event, look up, then insert or update.
-async fn naive(pool: &PgPool, w: &Workload) -> f64 {
+async fn naive(pool: &PgPool, w: &Decoded) -> f64 {
     let started = Instant::now();
     for (_, event) in &w.events {
         let mut tx = pool.begin().await.expect("begin");
@@ -313,6 +214,11 @@ async fn naive(pool: &PgPool, w: &Workload) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_EVENTS")
         .ok()
@@ -320,22 +226,31 @@ fn main() {
         .unwrap_or(100_000);
     // Several sizes side by side: the worker's default, and the larger batches a replay fills.
     let batches: Vec<usize> = std::env::var("BENCH_BATCH")
-        .unwrap_or_else(|_| "500,2000,10000".into())
+        .unwrap_or_else(|_| "500,2000,10000,100000".into())
         .split(',')
         .filter_map(|b| b.trim().parse().ok())
         .collect();
     let with_naive = std::env::var("BENCH_NAIVE").map_or(true, |v| v != "0");
+    // The machine is shared by the database and the bench: each figure is the median of runs.
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/bench sets it)");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut rng = StdRng::seed_from_u64(42);
-    let w = workload(n, &mut rng);
-    println!("apply benchmark: {} events ({} users, {} organizations, {} memberships in the final tables)",
+    let w = decoded(&workload::workload(n, &mut rng));
+    println!("apply benchmark (median of {runs} runs; the naive handler runs once): {} events ({} users, {} organizations, {} memberships in the final tables)",
         w.events.len(), w.expected.users().len(), w.expected.orgs().len(), w.expected.memberships().len());
     rt.block_on(async {
         let rate = |s: f64| w.events.len() as f64 / s;
-        let pool = fresh_database(&admin, "bench_ceiling").await;
-        let ceiling_s = ceiling(&pool, &w).await;
-        pool.close().await;
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let pool = fresh_database(&admin, "bench_ceiling").await;
+            times.push(ceiling(&pool, &w).await);
+            pool.close().await;
+        }
+        let ceiling_s = median(times);
         let naive_s = if with_naive {
             let pool = fresh_database(&admin, "bench_naive").await;
             let s = naive(&pool, &w).await;
@@ -356,9 +271,13 @@ fn main() {
             );
         }
         for &batch in &batches {
-            let pool = fresh_database(&admin, "bench_batch").await;
-            let batch_s = batch_apply(&pool, &w, batch).await;
-            pool.close().await;
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let pool = fresh_database(&admin, "bench_batch").await;
+                times.push(batch_apply(&pool, &w, batch).await);
+                pool.close().await;
+            }
+            let batch_s = median(times);
             let versus_naive = naive_s.map_or(String::new(), |n| format!("   batch / naive: {:.1}x", n / batch_s));
             println!(
                 "  batch apply, batch {batch:>6}:   {:>10.0} events/s  ({batch_s:.2} s)   batch / ceiling: {:.0}%{versus_naive}",
@@ -367,4 +286,7 @@ fn main() {
             );
         }
     });
+    if let Some(peak) = process_stats::peak_rss_mib(std::process::id()) {
+        println!("  peak RSS of this process (the decoded workload included): {peak:.0} MiB");
+    }
 }

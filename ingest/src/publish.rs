@@ -23,7 +23,8 @@ pub struct Published {
 #[derive(Clone)]
 pub struct Publisher {
     producer: Arc<RwLock<FutureProducer>>,
-    config: ClientConfig,
+    // Shared, not copied: axum clones the state (and this) for every request.
+    config: Arc<ClientConfig>,
     deadline: Duration,
 }
 
@@ -33,7 +34,7 @@ impl Publisher {
         let producer: FutureProducer = config.create().map_err(Error::Kafka)?;
         Ok(Publisher {
             producer: Arc::new(RwLock::new(producer)),
-            config,
+            config: Arc::new(config),
             deadline,
         })
     }

@@ -82,16 +82,19 @@ fn decide<'a>(
                 Outcome::Stale
             })
         }
-        // A membership row can change through its deletion alone, keeping an older event's
-        // fields, so losers always ask the row.
+        // A changed membership row says which event its fields now come from.
         ClerkEvent::MembershipUpserted(m)
         | ClerkEvent::MembershipDeleted(clerk_sync_core::MembershipDeleted(m)) => {
             let key = (m.user.id.clone(), m.org.id.clone());
             let won = reduced.memberships.get(&key).is_some_and(|w| w.index == i);
-            if won && changed.memberships.contains(m.id.as_str()) {
-                Pending::Decided(Outcome::Applied)
-            } else {
-                Pending::Holder("org_memberships", m.id.as_str())
+            match changed.memberships.get(m.id.as_str()) {
+                Some(_) if won => Pending::Decided(Outcome::Applied),
+                Some(held) => Pending::Decided(if held == meta.id.as_str() {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Stale
+                }),
+                None => Pending::Holder("org_memberships", m.id.as_str()),
             }
         }
     }

@@ -1,7 +1,7 @@
 //! A reduced batch written with a few set-based statements (`unnest` arrays), one row per entity
 //! per statement. The statements are the SQL form of `clerk_sync_core::mirror`'s rules.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use clerk_sync_core::mirror::{Rank, Version};
 use clerk_sync_core::reduce::Reduced;
@@ -18,7 +18,9 @@ pub(super) struct Changed {
     pub orgs: HashSet<String>,
     pub user_deletions: HashSet<String>,
     pub org_deletions: HashSet<String>,
-    pub memberships: HashSet<String>,
+    /// Membership rows changed, with the event their fields now come from (a row can change
+    /// through its deletion alone and keep an older event's fields).
+    pub memberships: HashMap<String, String>,
 }
 
 const TS: fn(&str) -> String = |col| format!("to_timestamp({col}::float8 / 1000)");
@@ -285,7 +287,10 @@ async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
     Ok(changed.into_iter().collect())
 }
 
-async fn upsert_memberships(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
+async fn upsert_memberships(
+    conn: &mut PgConnection,
+    r: &Reduced,
+) -> Result<HashMap<String, String>> {
     let changes: Vec<_> = r.memberships.values().collect();
     // Generation = (created_at, orgmem id): a re-join replaces the row, an older membership
     // changes nothing. deleted_at is the earliest of this membership's own deletion and that
@@ -293,7 +298,7 @@ async fn upsert_memberships(conn: &mut PgConnection, r: &Reduced) -> Result<Hash
     let sql = format!(
         r#"
         WITH x AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                  $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[])
                 AS x(c, uc, oc, r, p, ca, ua, d, em, ei)
         ), incoming AS (
@@ -303,7 +308,7 @@ async fn upsert_memberships(conn: &mut PgConnection, r: &Reduced) -> Result<Hash
         INSERT INTO org_memberships AS m (clerk_id, user_id, org_id, role, permissions,
             created_at, updated_at, deleted_at, synced_at,
             sync_created_ms, sync_version_ms, sync_event_ms, sync_event_id)
-        SELECT c, user_id, oc, r, ARRAY(SELECT jsonb_array_elements_text(p)), {ca}, {ua},
+        SELECT c, user_id, oc, r, p::text[], {ca}, {ua},
             deleted_at, now(), ca, ua, em, ei
         FROM incoming
         ON CONFLICT (user_id, org_id) DO UPDATE SET
@@ -322,7 +327,7 @@ async fn upsert_memberships(conn: &mut PgConnection, r: &Reduced) -> Result<Hash
         WHERE {newer_gen}
            OR ({same_gen} AND ({newer_version}
                OR excluded.deleted_at < coalesce(m.deleted_at, 'infinity'::timestamptz)))
-        RETURNING clerk_id
+        RETURNING clerk_id, sync_event_id
         "#,
         d = TS("x.d"),
         ca = TS("ca"),
@@ -332,7 +337,7 @@ async fn upsert_memberships(conn: &mut PgConnection, r: &Reduced) -> Result<Hash
         same_gen = SAME_GEN,
         newer_version = NEWER_VERSION,
     );
-    let changed: Vec<String> = sqlx::query_scalar(&sql)
+    let changed: Vec<(String, String)> = sqlx::query_as(&sql)
         .bind(ids(changes.iter().map(|c| c.row.clerk_id.as_str())))
         .bind(ids(changes.iter().map(|c| c.row.user_id.as_str())))
         .bind(ids(changes.iter().map(|c| c.row.org_id.as_str())))
@@ -345,7 +350,7 @@ async fn upsert_memberships(conn: &mut PgConnection, r: &Reduced) -> Result<Hash
         .bind(
             changes
                 .iter()
-                .map(|c| Value::from(c.row.permissions.clone()))
+                .map(|c| array_literal(&c.row.permissions))
                 .collect::<Vec<_>>(),
         )
         .bind(
@@ -383,6 +388,27 @@ async fn upsert_memberships(conn: &mut PgConnection, r: &Reduced) -> Result<Hash
     Ok(changed.into_iter().collect())
 }
 
+/// A Postgres array literal (`{"a","b"}`): one text per row, cast to text[] by the statement
+/// (unnest cannot take an array of arrays of different lengths).
+fn array_literal(items: &[String]) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for ch in item.chars() {
+            if ch == '"' || ch == '\\' {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
 const NEWER_GEN: &str =
     "((excluded.sync_created_ms, excluded.clerk_id) > (m.sync_created_ms, m.clerk_id))";
 const SAME_GEN: &str =
@@ -395,3 +421,17 @@ const TAKE: &str =
      OR (((excluded.sync_created_ms, excluded.clerk_id) = (m.sync_created_ms, m.clerk_id)) \
      AND ((excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id) \
      > (m.sync_version_ms, m.sync_event_ms, m.sync_event_id))))";
+
+#[cfg(test)]
+mod tests {
+    use super::array_literal;
+
+    #[test]
+    fn permissions_become_array_literals_with_quotes_and_backslashes_escaped() {
+        assert_eq!(array_literal(&[]), "{}");
+        assert_eq!(
+            array_literal(&["org:sys_memberships:read".into(), r#"a"b\c"#.into()]),
+            r#"{"org:sys_memberships:read","a\"b\\c"}"#
+        );
+    }
+}

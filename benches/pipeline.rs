@@ -1,0 +1,305 @@
+//! End to end, through the real `clerk-sync` binary, a real broker and a real Postgres:
+//! 2. drain: events preloaded on the topics, then the worker drains them into an empty database,
+//!    beside a read-only consumer of the same topics (the broker's ceiling);
+//! 3. ingest: signed webhooks on 64 connections for a fixed time, beside the same HTTP stack
+//!    answering without verification or produce (the HTTP ceiling) and the broker's raw produce
+//!    rate with ingest's producer settings;
+//! 4. memory and CPU of the worker and ingest processes while they do it.
+//!
+//! Prints figures; asserts nothing. `scripts/bench` runs it with KAFKA_BROKERS and DATABASE_URL
+//! (or starts tansu and a throwaway Postgres). BENCH_EVENTS (default 100000), BENCH_SECS (ingest
+//! load duration, default 10), BENCH_CONNECTIONS (default 64), KAFKA_OPTIONS (extra librdkafka
+//! properties for every client, as the binary takes them).
+
+#[path = "common/bench_env.rs"]
+mod bench_env;
+#[path = "common/load.rs"]
+mod load;
+#[path = "common/process_stats.rs"]
+mod process_stats;
+#[path = "common/workload.rs"]
+mod workload;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clerk_sync::local::free_port;
+use clerk_sync_core::mirror::Mirror;
+use clerk_sync_core::{ClerkEvent, EventId};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::process::Child;
+
+use bench_env::BenchEnv;
+use load::{LoadReport, Percentiles};
+use process_stats::{cpu_time, peak_rss_mib, rss_mib};
+
+const SECRET: &str = "whsec_Y2xlcmstc3luYy10ZXN0LXNlY3JldCEh";
+const PARTITIONS: i32 = 6;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The tables Clerk's order ends in: the drain must arrive there.
+fn expected_counts(w: &workload::Workload) -> (usize, usize, usize) {
+    let mut mirror = Mirror::default();
+    for e in &w.history {
+        let (meta, event): (_, ClerkEvent) =
+            ClerkEvent::decode(EventId::parse(e.id.clone()).expect("id"), e.body.as_bytes())
+                .expect("decodes");
+        mirror.apply(&meta, &event);
+    }
+    (
+        mirror.users().len(),
+        mirror.orgs().len(),
+        mirror.memberships().len(),
+    )
+}
+
+fn main() -> Result<()> {
+    let n: usize = env_or("BENCH_EVENTS", 100_000);
+    let secs: u64 = env_or("BENCH_SECS", 10);
+    let connections: usize = env_or("BENCH_CONNECTIONS", 64);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let env = BenchEnv::from_env(PARTITIONS).await?;
+        let w = workload::workload(n, &mut StdRng::seed_from_u64(42));
+        println!(
+            "pipeline benchmark: {} webhooks ({} distinct, the rest redeliveries), {PARTITIONS} partitions per topic, broker {}",
+            w.delivery.len(),
+            w.history.len(),
+            env.brokers
+        );
+
+        // 3c first, as it also preloads the topics for 2.
+        let produce = load::produce_all(&env, &w, connections).await?;
+        let reader = load::read_all(&env, w.delivery.len()).await?;
+        let drain = drain(&env, &w).await?;
+        let http_ceiling = load::http_ceiling(&w, connections, Duration::from_secs(secs)).await?;
+        let ingest = ingest(&env, &w, connections, Duration::from_secs(secs)).await?;
+
+        report(&w, &produce, reader, &drain, &http_ceiling, &ingest);
+        Ok(())
+    })
+}
+
+struct Drain {
+    /// From start to the first commit (group join, migrations, first batch).
+    startup: Duration,
+    /// Records committed after the first commit, in `elapsed`.
+    after_first: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    peak_rss: f64,
+    /// RSS (MiB) when a quarter, half, three quarters and all of the events were applied.
+    rss_at: Vec<f64>,
+    tables: (i64, i64, i64),
+    expected: (usize, usize, usize),
+}
+
+/// 2 and 4: the worker drains the preloaded topics into an empty database.
+async fn drain(env: &BenchEnv, w: &workload::Workload) -> Result<Drain> {
+    let db = env.fresh_database("bench_drain").await?;
+    let group = format!("{}-worker", env.run);
+    let port = free_port()?;
+    let mut command = env.command("worker");
+    command
+        .env("DATABASE_URL", &db)
+        .env("KAFKA_GROUP_ID", &group)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        // tansu assigns partitions after about half the session timeout (see README).
+        .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+        .env("LAG_REFRESH_MS", "1000");
+    let started = Instant::now();
+    let mut child: Child = command.spawn().context("starting the worker")?;
+    let pid = child.id().context("worker pid")?;
+    let total = w.delivery.len() as i64;
+    // (time, records committed) at the first commit: the rate counts what came after it.
+    let mut first_progress: Option<(Duration, i64)> = None;
+    let mut rss_at = Vec::new();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the worker exited during the drain: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the worker did not drain within 10 minutes");
+        }
+        let done = env.committed(&group).await?;
+        if done > 0 && first_progress.is_none() {
+            first_progress = Some((started.elapsed(), done));
+        }
+        let quarter = (done * 4 / total) as usize;
+        while rss_at.len() < quarter.min(4) {
+            rss_at.push(rss_mib(pid).unwrap_or(0.0));
+        }
+        if done >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_time(pid).unwrap_or_default();
+    let peak_rss = peak_rss_mib(pid).unwrap_or(0.0);
+    let _ = child.kill().await;
+    let tables = env.table_counts(&db).await?;
+    let (startup, first_batch) = first_progress.unwrap_or_default();
+    Ok(Drain {
+        startup,
+        after_first: (total - first_batch) as usize,
+        elapsed: elapsed.saturating_sub(startup),
+        cpu,
+        peak_rss,
+        rss_at,
+        tables,
+        expected: expected_counts(w),
+    })
+}
+
+struct Ingest {
+    load: LoadReport,
+    cpu: Duration,
+    peak_rss: f64,
+    /// RSS (MiB) at each quarter of the load.
+    rss_at: Vec<f64>,
+}
+
+/// 3 and 4: signed webhooks against the real ingest.
+async fn ingest(
+    env: &BenchEnv,
+    w: &workload::Workload,
+    connections: usize,
+    duration: Duration,
+) -> Result<Ingest> {
+    let port = free_port()?;
+    let mut command = env.command("ingest");
+    command
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("CLERK_WEBHOOK_SECRET", SECRET);
+    let mut child = command.spawn().context("starting ingest")?;
+    let pid = child.id().context("ingest pid")?;
+    let base = format!("http://127.0.0.1:{port}");
+    load::wait_ready(&mut child, &base).await?;
+    let cpu_before = cpu_time(pid).unwrap_or_default();
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        for _ in 0..4 {
+            tokio::time::sleep(duration / 4).await;
+            samples.push(rss_mib(pid).unwrap_or(0.0));
+        }
+        samples
+    });
+    let requests = load::signed_requests(w, SECRET);
+    let load = load::run(
+        &format!("{base}/webhooks/clerk"),
+        &requests,
+        connections,
+        duration,
+    )
+    .await?;
+    let rss_at = sampler.await?;
+    let cpu = cpu_time(pid)
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
+    let peak_rss = peak_rss_mib(pid).unwrap_or(0.0);
+    let _ = child.kill().await;
+    Ok(Ingest {
+        load,
+        cpu,
+        peak_rss,
+        rss_at,
+    })
+}
+
+fn rate(count: usize, d: Duration) -> f64 {
+    count as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn mib_list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn report(
+    w: &workload::Workload,
+    produce: &LoadReport,
+    reader: Duration,
+    drain: &Drain,
+    http: &LoadReport,
+    ingest: &Ingest,
+) {
+    let n = w.delivery.len();
+    let reader_rate = rate(n, reader);
+    let drain_rate = rate(drain.after_first, drain.elapsed);
+    println!("\n2. end-to-end drain ({n} events preloaded, empty database)");
+    println!(
+        "  read-only consumer (broker ceiling): {:>9.0} events/s  ({:.2} s)",
+        reader_rate,
+        reader.as_secs_f64()
+    );
+    println!(
+        "  worker drain:                        {:>9.0} events/s  ({:.2} s from the first commit on; {:.1} s from start to it)   worker / reader: {:.0}%",
+        drain_rate,
+        drain.elapsed.as_secs_f64(),
+        drain.startup.as_secs_f64(),
+        100.0 * drain_rate / reader_rate
+    );
+    let (u, o, m) = drain.tables;
+    let (eu, eo, em) = drain.expected;
+    println!(
+        "  tables: {u} users, {o} organizations, {m} memberships (Clerk's final state: {eu}, {eo}, {em}: {})",
+        if (u as usize, o as usize, m as usize) == (eu, eo, em) { "match" } else { "MISMATCH" }
+    );
+
+    let ceiling_rate = http.rate();
+    let produce_rate = produce.rate();
+    let ingest_rate = ingest.load.rate();
+    println!(
+        "\n3. ingest ({} connections, {:.0} s each)",
+        ingest.load.connections,
+        ingest.load.elapsed.as_secs_f64()
+    );
+    let line = |name: &str, r: &LoadReport| {
+        let Percentiles { p50, p99, max } = r.percentiles();
+        println!(
+            "  {name:<44} {:>9.0} req/s   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms   errors {}",
+            r.rate(),
+            p50,
+            p99,
+            max,
+            r.errors
+        );
+    };
+    line("HTTP ceiling (no verification, no produce):", http);
+    line("raw produce (ingest's producer, no HTTP):", produce);
+    line("clerk-sync ingest (verify, produce, ack):", &ingest.load);
+    println!(
+        "  ingest / raw produce: {:.0}%   ingest / HTTP ceiling: {:.0}%   ingest CPU: {:.2} cores ({:.0} µs per request)",
+        100.0 * ingest_rate / produce_rate,
+        100.0 * ingest_rate / ceiling_rate,
+        ingest.cpu.as_secs_f64() / ingest.load.elapsed.as_secs_f64(),
+        1e6 * ingest.cpu.as_secs_f64() / ingest.load.completed.max(1) as f64,
+    );
+
+    println!("\n4. memory and CPU");
+    println!(
+        "  worker: peak RSS {:.0} MiB; RSS at 25/50/75/100% of the drain: {} MiB; CPU {:.1} s ({:.0} µs per event, {:.2} cores while draining)",
+        drain.peak_rss,
+        mib_list(&drain.rss_at),
+        drain.cpu.as_secs_f64(),
+        1e6 * drain.cpu.as_secs_f64() / n as f64,
+        drain.cpu.as_secs_f64() / (drain.elapsed + drain.startup).as_secs_f64(),
+    );
+    println!(
+        "  ingest: peak RSS {:.0} MiB; RSS at 25/50/75/100% of the load: {} MiB",
+        ingest.peak_rss,
+        mib_list(&ingest.rss_at),
+    );
+}
+
