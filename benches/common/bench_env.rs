@@ -27,8 +27,10 @@ impl BenchEnv {
     /// Reads KAFKA_BROKERS, KAFKA_OPTIONS and DATABASE_URL, and creates this run's topics with
     /// the binary's own `topics create`.
     pub async fn from_env(partitions: i32) -> Result<Self> {
-        let brokers = std::env::var("KAFKA_BROKERS").context("KAFKA_BROKERS (scripts/bench sets it)")?;
-        let admin_db = std::env::var("DATABASE_URL").context("DATABASE_URL (scripts/bench sets it)")?;
+        let brokers =
+            std::env::var("KAFKA_BROKERS").context("KAFKA_BROKERS (scripts/bench sets it)")?;
+        let admin_db =
+            std::env::var("DATABASE_URL").context("DATABASE_URL (scripts/bench sets it)")?;
         let options_raw = std::env::var("KAFKA_OPTIONS").unwrap_or_default();
         let options = options_raw
             .split(',')
@@ -89,6 +91,10 @@ impl BenchEnv {
         if !self.options_raw.is_empty() {
             command.env("KAFKA_OPTIONS", &self.options_raw);
         }
+        // Allocator settings, for comparing memory figures.
+        for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")) {
+            command.env(key, value);
+        }
         command
     }
 
@@ -128,7 +134,11 @@ impl BenchEnv {
             let consumer: BaseConsumer = config.create()?;
             let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
             let mut tpl = TopicPartitionList::new();
-            for topic in metadata.topics().iter().filter(|t| topics.contains(&t.name().to_owned())) {
+            for topic in metadata
+                .topics()
+                .iter()
+                .filter(|t| topics.contains(&t.name().to_owned()))
+            {
                 for p in topic.partitions() {
                     tpl.add_partition(topic.name(), p.id());
                 }

@@ -1,4 +1,5 @@
 //! Memory and CPU of a running process, from /proc (Linux): what the benches report per process.
+#![allow(dead_code)] // each bench uses a part
 
 use std::time::Duration;
 
@@ -28,7 +29,9 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_secs_f64((utime + stime) as f64 / clock_ticks()))
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks(),
+    ))
 }
 
 fn clock_ticks() -> f64 {

@@ -33,6 +33,9 @@ impl Worker {
             // Offsets are stored by hand, only after the database commit or the dead-letter write.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // Prefetch a few batches, not librdkafka's default 64 MiB: a backlog then costs
+            // bounded memory (BENCHMARKS.md) and applying, not fetching, sets the pace anyway.
+            .set("queued.max.messages.kbytes", "16384")
             .set(
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),

@@ -29,7 +29,12 @@ fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
+        .set("enable.auto.offset.store", "false")
+        // The probe reads one record per partition. librdkafka would otherwise prefetch up to
+        // 64 MiB behind it on every refresh: memory that grew with the backlog (BENCHMARKS.md).
+        .set("queued.min.messages", "1")
+        .set("queued.max.messages.kbytes", "1024")
+        .set("fetch.message.max.bytes", "65536");
     for (k, v) in options {
         config.set(k, v);
     }
