@@ -13,6 +13,8 @@ pub struct TempPostgres {
     bin: PathBuf,
     port: u16,
     as_postgres_user: bool,
+    /// Extra server settings (`-c …`), kept for [`TempPostgres::resume`].
+    settings: String,
 }
 
 const INSTALL_HINT: &str = "no PostgreSQL server binaries (initdb, pg_ctl) found: install them \
@@ -50,6 +52,16 @@ impl TempPostgres {
     /// initdb + pg_ctl start on a free port. Postgres refuses to run as root, so as root it runs
     /// as the `postgres` system user.
     pub fn start() -> Result<Self> {
+        Self::start_inner(false)
+    }
+
+    /// [`TempPostgres::start`] with TLS on (a self-signed certificate made with the `openssl`
+    /// command), for testing `sslmode=require` URLs.
+    pub fn start_with_tls() -> Result<Self> {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(tls: bool) -> Result<Self> {
         let bin = find_bin_dir().context(INSTALL_HINT)?;
         let as_postgres_user = is_root();
         let dir = tempfile::Builder::new()
@@ -67,6 +79,7 @@ impl TempPostgres {
             bin,
             port: 0,
             as_postgres_user,
+            settings: String::new(),
         };
         run(pg
             .command("initdb")
@@ -82,12 +95,32 @@ impl TempPostgres {
             ])
             .arg(&data))
         .context("initdb failed")?;
+        if tls {
+            let mut openssl = if as_postgres_user {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--", "openssl"]);
+                c
+            } else {
+                Command::new("openssl")
+            };
+            run(openssl
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+                .arg(data.join("server.key"))
+                .arg("-out")
+                .arg(data.join("server.crt")))
+            .context("making a certificate needs the `openssl` command")?;
+            pg.settings = " -c ssl=on".to_owned();
+        }
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
             let options = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{}",
+                pg.settings
             );
             let log = pg.dir.path().join("postgres.log");
             let started = run(pg
@@ -132,8 +165,8 @@ impl TempPostgres {
     pub fn resume(&self) -> Result<()> {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
-            self.port
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{}",
+            self.port, self.settings
         );
         let log = self.dir.path().join("postgres.log");
         run(self
