@@ -89,6 +89,18 @@ pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Waits until the child answers on `base`. `Ok(false)`: it died at start-up (its port was
+/// probably taken meanwhile) and another attempt is due; after three, the error stands.
+async fn start_or_retry(child: &mut Child, base: &str, attempts: u32) -> Result<bool> {
+    match wait_healthy(child, base).await {
+        // Healthy, and the answer came from this child, not from whoever holds the port.
+        Ok(()) if child.try_wait()?.is_none() => Ok(true),
+        Ok(()) | Err(_) if attempts < 3 && child.try_wait()?.is_some() => Ok(false),
+        Ok(()) => bail!("the process at {base} exited at start-up"),
+        Err(e) => Err(e),
+    }
+}
+
 /// `clerk-sync ingest` as a child process.
 pub struct Ingest {
     /// Killed when the test ends.
@@ -116,25 +128,33 @@ impl Ingest {
         brokers: &str,
         extra: &[(&str, &str)],
     ) -> Result<Self> {
-        let port = free_port()?;
-        let mut command = binary();
-        command
-            .arg("ingest")
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
-        topic_env(&mut command, kafka);
-        command
-            .env("KAFKA_BROKERS", brokers)
-            .env("CLERK_WEBHOOK_SECRET", TEST_SECRET)
-            // tansu is slow with batched produce requests (README, "Known broker gaps").
-            .env("KAFKA_OPTIONS", "linger.ms=0");
-        for (k, v) in extra {
-            command.env(k, v);
+        // A port found free can be taken by a parallel test before the child binds it: start
+        // again on another port when the child dies at start-up.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = free_port()?;
+            let mut command = binary();
+            command
+                .arg("ingest")
+                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
+            topic_env(&mut command, kafka);
+            command
+                .env("KAFKA_BROKERS", brokers)
+                .env("CLERK_WEBHOOK_SECRET", TEST_SECRET)
+                // tansu is slow with batched produce requests (README, "Known broker gaps").
+                .env("KAFKA_OPTIONS", "linger.ms=0");
+            for (k, v) in extra {
+                command.env(k, v);
+            }
+            redirect_stderr(&mut command, extra)?;
+            let mut child = command.spawn()?;
+            let base = format!("http://127.0.0.1:{port}");
+            match start_or_retry(&mut child, &base, attempts).await? {
+                true => return Ok(Ingest { child, base }),
+                false => continue,
+            }
         }
-        redirect_stderr(&mut command, extra)?;
-        let mut child = command.spawn()?;
-        let base = format!("http://127.0.0.1:{port}");
-        wait_healthy(&mut child, &base).await?;
-        Ok(Ingest { child, base })
     }
 
     pub fn webhook_url(&self) -> String {
@@ -158,25 +178,31 @@ impl WorkerProcess {
         kafka: &TestKafka,
         extra: &[(&str, &str)],
     ) -> Result<Self> {
-        let port = free_port()?;
-        let mut command = binary();
-        command
-            .arg("worker")
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("DATABASE_URL", &db.url)
-            .env("KAFKA_GROUP_ID", &kafka.group)
-            // A short session: tansu assigns partitions after about half of it.
-            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
-            .env("BATCH_LINGER_MS", "20");
-        topic_env(&mut command, kafka);
-        for (k, v) in extra {
-            command.env(k, v);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = free_port()?;
+            let mut command = binary();
+            command
+                .arg("worker")
+                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                .env("DATABASE_URL", &db.url)
+                .env("KAFKA_GROUP_ID", &kafka.group)
+                // A short session: tansu assigns partitions after about half of it.
+                .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+                .env("BATCH_LINGER_MS", "20");
+            topic_env(&mut command, kafka);
+            for (k, v) in extra {
+                command.env(k, v);
+            }
+            redirect_stderr(&mut command, extra)?;
+            let mut child = command.spawn()?;
+            let base = format!("http://127.0.0.1:{port}");
+            match start_or_retry(&mut child, &base, attempts).await? {
+                true => return Ok(WorkerProcess { child, base }),
+                false => continue,
+            }
         }
-        redirect_stderr(&mut command, extra)?;
-        let mut child = command.spawn()?;
-        let base = format!("http://127.0.0.1:{port}");
-        wait_healthy(&mut child, &base).await?;
-        Ok(WorkerProcess { child, base })
     }
 
     /// SIGKILL: no chance to commit or leave the group.
