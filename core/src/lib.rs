@@ -15,6 +15,7 @@ mod ids;
 mod millis;
 pub mod mirror;
 pub mod reduce;
+mod route_body;
 mod routing;
 mod secret;
 #[cfg(feature = "testkit")]
@@ -28,6 +29,7 @@ pub use event::{
 };
 pub use ids::{EventId, MembershipId, OrgId, UserId};
 pub use millis::Millis;
+pub use route_body::{route_body, Routed};
 pub use routing::{route, Route, Stream, Topics};
 pub use secret::Secret;
 pub use wire::Envelope;

@@ -42,39 +42,51 @@ fn str_at<'a>(data: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
 
 /// Decides topic and key from the envelope alone, without decoding the whole event.
 pub fn route(envelope: &Envelope) -> Result<Route> {
-    let family = envelope
-        .event_type
-        .split_once('.')
-        .map_or("", |(family, _)| family);
     let data = &envelope.data;
+    decide(
+        &envelope.event_type,
+        Fields {
+            id: str_at(data, &["id"]),
+            org_id: str_at(data, &["organization", "id"]),
+            user_id: str_at(data, &["public_user_data", "user_id"]),
+        },
+    )
+}
+
+/// The fields routing reads from `data`, blank ones already treated as absent.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Fields<'a> {
+    pub id: Option<&'a str>,
+    pub org_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+}
+
+/// The routing decision, shared by [`route`] and [`crate::route_body`].
+pub(crate) fn decide(event_type: &str, fields: Fields<'_>) -> Result<Route> {
+    let family = event_type.split_once('.').map_or("", |(family, _)| family);
     let missing = |field| Error::MissingField {
-        event_type: envelope.event_type.clone(),
+        event_type: event_type.to_owned(),
         field,
     };
     let synced = matches!(
-        envelope
-            .event_type
-            .rsplit_once('.')
-            .map(|(_, action)| action),
+        event_type.rsplit_once('.').map(|(_, action)| action),
         Some("created" | "updated" | "deleted")
     );
     let (stream, key) = match family {
         "user" if synced => (
             Stream::Users,
-            str_at(data, &["id"])
-                .ok_or_else(|| missing("data.id"))?
-                .to_owned(),
+            fields.id.ok_or_else(|| missing("data.id"))?.to_owned(),
         ),
         "organization" if synced => (
             Stream::Organizations,
-            str_at(data, &["id"])
-                .ok_or_else(|| missing("data.id"))?
-                .to_owned(),
+            fields.id.ok_or_else(|| missing("data.id"))?.to_owned(),
         ),
         "organizationMembership" if synced => {
-            let org = str_at(data, &["organization", "id"])
+            let org = fields
+                .org_id
                 .ok_or_else(|| missing("data.organization.id"))?;
-            let user = str_at(data, &["public_user_data", "user_id"])
+            let user = fields
+                .user_id
                 .ok_or_else(|| missing("data.public_user_data.user_id"))?;
             (Stream::Memberships, format!("{org}:{user}"))
         }

@@ -1,7 +1,7 @@
 //! Property-based fuzzing (stable Rust, runs in CI): whatever bytes arrive, parsing and decoding
 //! return a value or a typed error, never a panic. `fuzz/` has a cargo-fuzz target for longer runs.
 
-use clerk_sync_core::{route, ClerkEvent, Envelope, EventId};
+use clerk_sync_core::{route, route_body, ClerkEvent, Envelope, EventId};
 use proptest::prelude::*;
 
 fn fixtures() -> Vec<Vec<u8>> {
@@ -16,12 +16,57 @@ fn fixtures() -> Vec<Vec<u8>> {
     out
 }
 
-/// Parses and decodes like ingest and the worker do; returns nothing, must not panic.
+/// Parses and decodes like ingest and the worker do; returns nothing, must not panic. Ingest's
+/// quick routing read must agree with the full parse.
 fn exercise(bytes: &[u8]) {
     if let Ok(envelope) = Envelope::parse(bytes) {
         let _ = route(&envelope);
     }
+    quick_and_full_routing_agree(bytes);
     let _ = ClerkEvent::decode(EventId::parse("msg_fuzz").expect("id"), bytes);
+}
+
+/// Same route and event type, or the same error, on every body a `serde_json::Value` can hold.
+fn quick_and_full_routing_agree(bytes: &[u8]) {
+    let full = Envelope::parse(bytes).and_then(|e| route(&e).map(|r| (e.event_type, r)));
+    let quick = route_body(bytes).map(|r| (r.event_type.into_owned(), r.route));
+    match (full, quick) {
+        (Ok(full), Ok(quick)) => assert_eq!(full, quick, "{}", String::from_utf8_lossy(bytes)),
+        (Err(full), Err(quick)) => assert_eq!(full.to_string(), quick.to_string()),
+        (Ok(_), Err(e)) => panic!("quick read refused what the full parse routes: {e}"),
+        (Err(_), Ok(_)) => assert!(
+            serde_json::from_slice::<serde_json::Value>(bytes).is_err(),
+            "quick read routed what the full parse refuses: {}",
+            String::from_utf8_lossy(bytes)
+        ),
+    }
+}
+
+#[test]
+fn the_quick_routing_read_agrees_with_the_full_parse_on_tricky_bodies() {
+    let bodies = [
+        r#"{"type":"organizationMembership.created","data":{"organization":{"user_id":"x","id":"org_1"},"public_user_data":{"id":"y","user_id":"user_1"}}}"#,
+        r#"{"type":"organizationMembership.created","data":{"organization":{"id":"org_1"},"public_user_data":{"id":"user_1"}}}"#,
+        r#"{"type":"organizationMembership.created","data":{"organization":["org_1"],"public_user_data":{"user_id":"user_1"}}}"#,
+        r#"{"type":"user.created","data":{"id":"user_1","id":"user_2"}}"#,
+        r#"{"type":"user.created","data":{"id":"user_1","id":null}}"#,
+        r#"{"type":"user.created","data":{"id":"user_1","id":7}}"#,
+        r#"{"type":"user.created","data":{"id":"user_1"}}"#,
+        r#"{"type":"user.created","data":{"id":"   "}}"#,
+        r#"{"type":"user.created","data":["user_1"]}"#,
+        r#"["user.created", 1754560800000, {"id": "user_1"}]"#,
+        r#"{"type":"user.created","type":"user.deleted","data":{"id":"user_1"}}"#,
+        r#"{"type":"user.created","timestamp":"soon","data":{"id":"user_1"}}"#,
+        r#"{"type":"session.created","data":{"id":5}}"#,
+        r#"{"type":"user.created","data":{"id":"user_1"}} trailing"#,
+        r#"{"type":"user.created","data":{"id":"user_1","big":1e400}}"#,
+    ];
+    for body in bodies {
+        quick_and_full_routing_agree(body.as_bytes());
+    }
+    for fixture in fixtures() {
+        quick_and_full_routing_agree(&fixture);
+    }
 }
 
 /// A JSON value with every kind of node, nested a little.

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use clerk_sync_core::{route, Envelope, Topics};
+use clerk_sync_core::{route_body, Topics};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -153,17 +153,20 @@ async fn publish_verified(
 ) -> Result<&'static str, ApiError> {
     let webhook = webhook?;
     span.record("svix_id", webhook.id());
-    let envelope =
-        Envelope::parse(webhook.body()).map_err(|e| ApiError::BadPayload(error_chain(&e)))?;
-    span.record("event_type", envelope.event_type.as_str());
-    let route = route(&envelope).map_err(|e| ApiError::BadPayload(e.to_string()))?;
+    // Only the event type and the entity ids are read: the body goes to Kafka as it came.
+    let routed = route_body(webhook.body()).map_err(|e| match e {
+        clerk_sync_core::Error::NotAnEnvelope(_) => ApiError::BadPayload(error_chain(&e)),
+        e => ApiError::BadPayload(e.to_string()),
+    })?;
+    span.record("event_type", routed.event_type.as_ref());
+    let route = routed.route;
     let Some(topic) = state.topics.for_stream(route.stream) else {
         return Ok("ignored_type");
     };
     let started = Instant::now();
     let published = state
         .publisher
-        .publish(&webhook, &envelope.event_type, topic, route.key.as_deref())
+        .publish(&webhook, &routed.event_type, topic, route.key.as_deref())
         .await;
     state
         .metrics
