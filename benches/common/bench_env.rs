@@ -12,6 +12,22 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 
+/// Every partition of `topics`, as the broker's metadata lists them.
+pub fn partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<TopicPartitionList> {
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|n| n == t.name()))
+    {
+        for p in topic.partitions() {
+            tpl.add_partition(topic.name(), p.id());
+        }
+    }
+    Ok(tpl)
+}
+
 pub struct BenchEnv {
     pub brokers: String,
     /// KAFKA_OPTIONS as the binary reads it (key=value, comma separated).
@@ -132,17 +148,7 @@ impl BenchEnv {
         let topics = self.topic_names();
         tokio::task::spawn_blocking(move || -> Result<i64> {
             let consumer: BaseConsumer = config.create()?;
-            let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
-            let mut tpl = TopicPartitionList::new();
-            for topic in metadata
-                .topics()
-                .iter()
-                .filter(|t| topics.contains(&t.name().to_owned()))
-            {
-                for p in topic.partitions() {
-                    tpl.add_partition(topic.name(), p.id());
-                }
-            }
+            let tpl = partitions(&consumer, &topics)?;
             let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
             Ok(committed
                 .elements()

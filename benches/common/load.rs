@@ -13,11 +13,11 @@ use axum::{Json, Router};
 use clerk_sync_core::{route, Envelope, Secret};
 use clerk_sync_ingest::{Publisher, UnverifiedWebhook, VerifiedWebhook, Verifier};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use svix::webhooks::Webhook;
 use tokio::process::Child;
 
-use super::bench_env::BenchEnv;
+use super::bench_env::{partitions, BenchEnv};
 use super::workload::Workload;
 
 pub struct LoadReport {
@@ -55,6 +55,27 @@ impl LoadReport {
             max: at(1.0),
         }
     }
+}
+
+type Task = tokio::task::JoinHandle<(Vec<u32>, usize)>;
+
+/// Gathers what each client task recorded: (latencies, errors).
+async fn collect(tasks: Vec<Task>, connections: usize, started: Instant) -> Result<LoadReport> {
+    let mut report = LoadReport {
+        connections,
+        completed: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
+    for task in tasks {
+        let (latencies, errors) = task.await?;
+        report.latencies_us.extend(latencies);
+        report.errors += errors;
+    }
+    report.elapsed = started.elapsed();
+    report.completed = report.latencies_us.len();
+    Ok(report)
 }
 
 fn micros(d: Duration) -> u32 {
@@ -127,21 +148,7 @@ pub async fn run(
             (latencies, errors)
         }));
     }
-    let mut report = LoadReport {
-        connections,
-        completed: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-    };
-    for task in tasks {
-        let (latencies, errors) = task.await?;
-        report.latencies_us.extend(latencies);
-        report.errors += errors;
-    }
-    report.elapsed = started.elapsed();
-    report.completed = report.latencies_us.len();
-    Ok(report)
+    collect(tasks, connections, started).await
 }
 
 /// The same HTTP stack (axum, tokio, the same client and connections) answering at once: what
@@ -234,20 +241,7 @@ pub async fn produce_all(env: &BenchEnv, w: &Workload, connections: usize) -> Re
             (latencies, errors)
         }));
     }
-    let mut report = LoadReport {
-        connections,
-        completed: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-    };
-    for task in tasks {
-        let (latencies, errors) = task.await?;
-        report.latencies_us.extend(latencies);
-        report.errors += errors;
-    }
-    report.elapsed = started.elapsed();
-    report.completed = report.latencies_us.len();
+    let report = collect(tasks, connections, started).await?;
     if report.errors > 0 {
         bail!("{} records could not be preloaded", report.errors);
     }
@@ -261,17 +255,8 @@ pub async fn read_all(env: &BenchEnv, expected: usize) -> Result<Duration> {
     let topics = env.topic_names();
     tokio::task::spawn_blocking(move || -> Result<Duration> {
         let consumer: BaseConsumer = config.create()?;
-        let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
-        let mut tpl = TopicPartitionList::new();
-        for topic in metadata
-            .topics()
-            .iter()
-            .filter(|t| topics.contains(&t.name().to_owned()))
-        {
-            for p in topic.partitions() {
-                tpl.add_partition_offset(topic.name(), p.id(), Offset::Beginning)?;
-            }
-        }
+        let mut tpl = partitions(&consumer, &topics)?;
+        tpl.set_all_offsets(Offset::Beginning)?;
         let started = Instant::now();
         consumer.assign(&tpl)?;
         let mut read = 0usize;

@@ -89,15 +89,25 @@ pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Waits until the child answers on `base`. `Ok(false)`: it died at start-up (its port was
-/// probably taken meanwhile) and another attempt is due; after three, the error stands.
-async fn start_or_retry(child: &mut Child, base: &str, attempts: u32) -> Result<bool> {
-    match wait_healthy(child, base).await {
-        // Healthy, and the answer came from this child, not from whoever holds the port.
-        Ok(()) if child.try_wait()?.is_none() => Ok(true),
-        Ok(()) | Err(_) if attempts < 3 && child.try_wait()?.is_some() => Ok(false),
-        Ok(()) => bail!("the process at {base} exited at start-up"),
-        Err(e) => Err(e),
+/// Spawns the command `make` builds for a free port and waits until it answers there. A port
+/// found free can be taken by a parallel test before the child binds it: when the child dies at
+/// start-up it is started again on another port, three times at most.
+async fn spawn_healthy(make: impl Fn(u16) -> Result<Command>) -> Result<(Child, String)> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let port = free_port()?;
+        let mut child = make(port)?.spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let healthy = wait_healthy(&mut child, &base).await;
+        let exited = child.try_wait()?.is_some();
+        match healthy {
+            // Healthy, and the answer came from this child, not from whoever holds the port.
+            Ok(()) if !exited => return Ok((child, base)),
+            _ if exited && attempts < 3 => continue,
+            Ok(()) => bail!("the process at {base} exited at start-up"),
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -128,12 +138,7 @@ impl Ingest {
         brokers: &str,
         extra: &[(&str, &str)],
     ) -> Result<Self> {
-        // A port found free can be taken by a parallel test before the child binds it: start
-        // again on another port when the child dies at start-up.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let port = free_port()?;
+        let (child, base) = spawn_healthy(|port| {
             let mut command = binary();
             command
                 .arg("ingest")
@@ -148,13 +153,10 @@ impl Ingest {
                 command.env(k, v);
             }
             redirect_stderr(&mut command, extra)?;
-            let mut child = command.spawn()?;
-            let base = format!("http://127.0.0.1:{port}");
-            match start_or_retry(&mut child, &base, attempts).await? {
-                true => return Ok(Ingest { child, base }),
-                false => continue,
-            }
-        }
+            Ok(command)
+        })
+        .await?;
+        Ok(Ingest { child, base })
     }
 
     pub fn webhook_url(&self) -> String {
@@ -178,10 +180,7 @@ impl WorkerProcess {
         kafka: &TestKafka,
         extra: &[(&str, &str)],
     ) -> Result<Self> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let port = free_port()?;
+        let (child, base) = spawn_healthy(|port| {
             let mut command = binary();
             command
                 .arg("worker")
@@ -196,13 +195,10 @@ impl WorkerProcess {
                 command.env(k, v);
             }
             redirect_stderr(&mut command, extra)?;
-            let mut child = command.spawn()?;
-            let base = format!("http://127.0.0.1:{port}");
-            match start_or_retry(&mut child, &base, attempts).await? {
-                true => return Ok(WorkerProcess { child, base }),
-                false => continue,
-            }
-        }
+            Ok(command)
+        })
+        .await?;
+        Ok(WorkerProcess { child, base })
     }
 
     /// SIGKILL: no chance to commit or leave the group.
