@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clerk_sync_core::{route, Envelope, Secret, Topics};
+use clerk_sync_core::{record_header, route, Envelope, Secret, Topics};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -231,19 +231,19 @@ async fn publish(
     };
     let headers = OwnedHeaders::new()
         .insert(Header {
-            key: "svix-id",
+            key: record_header::EVENT_ID,
             value: Some(event_id.as_str()),
         })
         .insert(Header {
-            key: "clerk-event-type",
+            key: record_header::EVENT_TYPE,
             value: Some(event_type),
         })
         .insert(Header {
-            key: "content-type",
+            key: record_header::CONTENT_TYPE,
             value: Some("application/json"),
         })
         .insert(Header {
-            key: "clerk-sync-origin",
+            key: record_header::ORIGIN,
             value: Some("backfill"),
         });
     let mut record = FutureRecord::<str, [u8]>::to(topic)

@@ -14,6 +14,7 @@ mod event;
 mod ids;
 mod millis;
 pub mod mirror;
+pub mod record_header;
 pub mod reduce;
 mod route_body;
 mod routing;

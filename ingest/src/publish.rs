@@ -10,6 +10,8 @@ use rdkafka::util::Timeout;
 use tracing::instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use clerk_sync_core::record_header;
+
 use crate::{Error, Result, VerifiedWebhook};
 
 /// Where the broker wrote a record.
@@ -92,19 +94,19 @@ impl Publisher {
     ) -> Result<Published> {
         let mut headers = OwnedHeaders::new()
             .insert(Header {
-                key: "svix-id",
+                key: record_header::EVENT_ID,
                 value: Some(webhook.id()),
             })
             .insert(Header {
-                key: "svix-timestamp",
+                key: record_header::TIMESTAMP,
                 value: Some(webhook.timestamp()),
             })
             .insert(Header {
-                key: "clerk-event-type",
+                key: record_header::EVENT_TYPE,
                 value: Some(event_type),
             })
             .insert(Header {
-                key: "content-type",
+                key: record_header::CONTENT_TYPE,
                 value: Some("application/json"),
             });
         // W3C trace context, so the worker continues this request's trace.

@@ -99,8 +99,8 @@ pub async fn run(command: DlqCommand) -> Result<()> {
                 println!("  error: {}", h(header::ERROR_MESSAGE));
                 println!(
                     "  svix-id: {}  type: {}",
-                    h("svix-id"),
-                    h("clerk-event-type")
+                    h(clerk_sync_core::record_header::EVENT_ID),
+                    h(clerk_sync_core::record_header::EVENT_TYPE)
                 );
                 let body = if show_personal_data {
                     l.value

@@ -49,10 +49,15 @@ pub async fn apply_records(
         ..BatchReport::default()
     };
     let mut poison = Vec::new();
-    let mut events: Vec<(usize, (EventMeta, ClerkEvent))> = Vec::with_capacity(records.len());
+    // The decodable events (one copy, as apply takes a slice) and the record each came from.
+    let mut all: Vec<(EventMeta, ClerkEvent)> = Vec::with_capacity(records.len());
+    let mut indexes: Vec<usize> = Vec::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {
         match &record.decoded {
-            Ok(event) => events.push((index, event.clone())),
+            Ok(event) => {
+                all.push(event.clone());
+                indexes.push(index);
+            }
             Err(e) => {
                 warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
                       error_kind = e.kind(), error = %error_chain(e), "undecodable record");
@@ -63,9 +68,8 @@ pub async fn apply_records(
             }
         }
     }
-    let all: Vec<(EventMeta, ClerkEvent)> = events.iter().map(|(_, e)| e.clone()).collect();
     let first_failure = now_ms();
-    let span_for = |i: usize| event_span(&records[events[i].0], &events[i].1 .0);
+    let span_for = |i: usize| event_span(&records[indexes[i]], &all[i].0);
     let timed = || async {
         let started = std::time::Instant::now();
         let outcomes = apply_all_in_spans(pool, &all, span_for).await?;
@@ -77,14 +81,14 @@ pub async fn apply_records(
     };
     match with_retry(timed, health, cancel).await {
         Ok(outcomes) => {
-            for ((index, event), outcome) in events.iter().zip(outcomes) {
+            for ((index, event), outcome) in indexes.iter().zip(&all).zip(outcomes) {
                 count(&mut report, &records[*index].topic, &event.0, outcome);
             }
         }
         Err(Error::Cancelled) => return Err(Error::Cancelled),
         Err(e) if !e.is_retryable() => {
             warn!(error_kind = e.kind(), error = %error_chain(&e), "batch rejected; applying records one by one");
-            for (index, event) in &events {
+            for (index, event) in indexes.iter().zip(&all) {
                 match with_retry(
                     || apply_all(pool, std::slice::from_ref(event)),
                     health,

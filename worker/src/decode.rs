@@ -39,7 +39,7 @@ pub fn decode_record(message: &OwnedMessage) -> Record {
     let svix_id = message.headers().and_then(|headers| {
         headers
             .iter()
-            .find(|h| h.key == "svix-id")
+            .find(|h| h.key == clerk_sync_core::record_header::EVENT_ID)
             .and_then(|h| h.value)
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned)
