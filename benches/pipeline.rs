@@ -4,11 +4,13 @@
 //! 3. ingest: signed webhooks on 64 connections for a fixed time, beside the same HTTP stack
 //!    answering without verification or produce (the HTTP ceiling) and the broker's raw produce
 //!    rate with ingest's producer settings;
+//! 3b. ingest idle: one connection, one webhook at a time, beside the HTTP ceiling alike (what
+//!    the producer's linger adds when nothing else is in flight);
 //! 4. memory and CPU of the worker and ingest processes while they do it.
 //!
 //! Prints figures; asserts nothing. `scripts/bench` runs it with KAFKA_BROKERS and DATABASE_URL
 //! (or starts tansu and a throwaway Postgres). BENCH_EVENTS (default 100000), BENCH_SECS (ingest
-//! load duration, default 10), BENCH_CONNECTIONS (default 64), KAFKA_OPTIONS (extra librdkafka
+//! load duration, default 10), BENCH_CONNECTIONS (default 64), BENCH_IDLE_SECS (idle run, default 3), KAFKA_OPTIONS (extra librdkafka
 //! properties for every client, as the binary takes them).
 
 #[path = "common/bench_env.rs"]
@@ -64,6 +66,7 @@ fn main() -> Result<()> {
     let n: usize = env_or("BENCH_EVENTS", 100_000);
     let secs: u64 = env_or("BENCH_SECS", 10);
     let connections: usize = env_or("BENCH_CONNECTIONS", 64);
+    let idle_secs: u64 = env_or("BENCH_IDLE_SECS", 3);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let env = BenchEnv::from_env(PARTITIONS).await?;
@@ -80,9 +83,11 @@ fn main() -> Result<()> {
         let reader = load::read_all(&env, w.delivery.len()).await?;
         let drain = drain(&env, &w).await?;
         let http_ceiling = load::http_ceiling(&w, connections, Duration::from_secs(secs)).await?;
-        let ingest = ingest(&env, &w, connections, Duration::from_secs(secs)).await?;
+        let idle = Duration::from_secs(idle_secs);
+        let http_idle = load::http_ceiling(&w, 1, idle).await?;
+        let ingest = ingest(&env, &w, connections, Duration::from_secs(secs), idle).await?;
 
-        report(&w, &produce, reader, &drain, &http_ceiling, &ingest);
+        report(&w, &produce, reader, &drain, (&http_ceiling, &http_idle), &ingest);
         Ok(())
     })
 }
@@ -187,6 +192,8 @@ struct Ingest {
     peak_rss: f64,
     /// RSS (MiB) at each quarter of the load.
     rss_at: Vec<f64>,
+    /// One connection, one request at a time, after the load.
+    idle: LoadReport,
 }
 
 /// 3 and 4: signed webhooks against the real ingest.
@@ -195,6 +202,7 @@ async fn ingest(
     w: &workload::Workload,
     connections: usize,
     duration: Duration,
+    idle: Duration,
 ) -> Result<Ingest> {
     let port = free_port()?;
     let mut command = env.command("ingest");
@@ -229,6 +237,7 @@ async fn ingest(
         .saturating_sub(own_before);
     let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
     let peak_rss = peak_rss_mib(pid).unwrap_or(0.0);
+    let idle = load::run(&format!("{base}/webhooks/clerk"), &requests, 1, idle).await?;
     let _ = child.kill().await;
     Ok(Ingest {
         load,
@@ -236,6 +245,7 @@ async fn ingest(
         cpu,
         peak_rss,
         rss_at,
+        idle,
     })
 }
 
@@ -256,7 +266,7 @@ fn report(
     produce: &LoadReport,
     reader: Duration,
     drain: &Drain,
-    http: &LoadReport,
+    (http, http_idle): (&LoadReport, &LoadReport),
     ingest: &Ingest,
 ) {
     let n = w.delivery.len();
@@ -316,6 +326,17 @@ fn report(
         ingest.cpu.as_secs_f64() / ingest.load.elapsed.as_secs_f64(),
         ingest.generator_cpu.as_secs_f64() / ingest.load.elapsed.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, usize::from),
+    );
+
+    println!(
+        "\n3b. ingest idle (one connection, one webhook at a time, {:.0} s each)",
+        ingest.idle.elapsed.as_secs_f64()
+    );
+    line("HTTP ceiling (no verification, no produce):", http_idle);
+    line("clerk-sync ingest (verify, produce, ack):", &ingest.idle);
+    println!(
+        "  what ingest adds to a lone webhook: {:.1} ms at p50 (verification, the broker's round trip and ack)",
+        ingest.idle.percentiles().p50 - http_idle.percentiles().p50
     );
 
     println!("\n4. memory and CPU");

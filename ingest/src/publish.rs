@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,23 +22,36 @@ pub struct Published {
     pub offset: i64,
 }
 
-/// An idempotent producer that reports success only once the broker has acknowledged the write.
+/// Records in flight below which a record is sent at once rather than lingering for company.
+const EAGER_BELOW: usize = 4;
+
+/// Idempotent producers that report success only once the broker has acknowledged the write.
+///
+/// Two of them, over the same settings: `linger.ms` lets librdkafka batch under load, but it
+/// delays every record by that much when ingest is idle (librdkafka cannot linger only when
+/// busy). So a record goes through the eager producer (`linger.ms=0`) while few others are in
+/// flight, and through the batching one under load. Records of one entity may then take either
+/// way and reach Kafka in another order than they reached ingest; the worker's version guards
+/// make the order irrelevant, as they do for Svix's own retries.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: Arc<RwLock<FutureProducer>>,
-    // Shared, not copied: axum clones the state (and this) for every request.
-    config: Arc<ClientConfig>,
+    eager: Arc<Lane>,
+    batching: Arc<Lane>,
+    in_flight: Arc<AtomicUsize>,
     deadline: Duration,
 }
 
-impl Publisher {
-    pub fn new(brokers: &str, options: &[(String, String)], deadline: Duration) -> Result<Self> {
-        let config = producer_config(brokers, options, deadline);
-        let producer: FutureProducer = config.create().map_err(Error::Kafka)?;
-        Ok(Publisher {
-            producer: Arc::new(RwLock::new(producer)),
-            config: Arc::new(config),
-            deadline,
+/// One producer, and the configuration to replace it with.
+struct Lane {
+    producer: RwLock<FutureProducer>,
+    config: ClientConfig,
+}
+
+impl Lane {
+    fn new(config: ClientConfig) -> Result<Self> {
+        Ok(Lane {
+            producer: RwLock::new(config.create().map_err(Error::Kafka)?),
+            config,
         })
     }
 
@@ -82,6 +96,29 @@ impl Publisher {
             Err(e) => tracing::error!(error = %e, "could not create a new Kafka producer"),
         }
     }
+}
+
+/// Counts a record in flight until dropped (also when the request is cancelled).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Publisher {
+    pub fn new(brokers: &str, options: &[(String, String)], deadline: Duration) -> Result<Self> {
+        let batching = producer_config(brokers, options, deadline);
+        let mut eager = batching.clone();
+        eager.set("linger.ms", "0");
+        Ok(Publisher {
+            eager: Arc::new(Lane::new(eager)?),
+            batching: Arc::new(Lane::new(batching)?),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            deadline,
+        })
+    }
 
     /// Publishes the exact verified body with the Svix id, timestamp and event type as headers.
     #[instrument(skip_all, fields(topic, svix_id = webhook.id()))]
@@ -125,7 +162,14 @@ impl Publisher {
         if let Some(key) = key {
             record = record.key(key);
         }
-        let producer = self.producer();
+        let others = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _counted = InFlight(self.in_flight.clone());
+        let lane = if others < EAGER_BELOW {
+            &self.eager
+        } else {
+            &self.batching
+        };
+        let producer = lane.producer();
         let delivery = producer.send(record, Timeout::After(Duration::ZERO));
         let result = match tokio::time::timeout(self.deadline, delivery).await {
             Err(_) => Err(Error::PublishTimeout(self.deadline)),
@@ -136,26 +180,36 @@ impl Publisher {
             }),
         };
         if let Err(e) = &result {
-            self.replace_if_unusable(e);
+            lane.replace_if_unusable(e);
         }
         result
     }
 
-    /// Whether the broker answers a metadata request within `timeout`.
+    /// Whether the broker answers both producers' metadata requests within `timeout` (which
+    /// also connects both, so the first burst does not wait for the batching one to connect).
     pub async fn is_reachable(&self, timeout: Duration) -> bool {
-        let producer = self.producer();
-        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).is_ok())
-            .await
-            .unwrap_or(false)
+        let producers = [self.eager.producer(), self.batching.producer()];
+        tokio::task::spawn_blocking(move || {
+            producers
+                .iter()
+                .all(|p| p.client().fetch_metadata(None, timeout).is_ok())
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Waits for queued records to be delivered (shutdown).
     pub async fn flush(&self, timeout: Duration) -> Result<()> {
-        let producer = self.producer();
-        tokio::task::spawn_blocking(move || producer.flush(timeout))
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e)))?
-            .map_err(Error::Kafka)
+        let producers = [self.eager.producer(), self.batching.producer()];
+        let until = std::time::Instant::now() + timeout;
+        tokio::task::spawn_blocking(move || {
+            producers.iter().try_for_each(|p| {
+                p.flush(until.saturating_duration_since(std::time::Instant::now()))
+            })
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+        .map_err(Error::Kafka)
     }
 
     pub fn deadline(&self) -> Duration {

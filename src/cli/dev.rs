@@ -128,7 +128,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         publish_deadline_ms: 5000,
         max_in_flight: 1024,
         request_timeout_ms: 10_000,
-        kafka: producer_kafka(&kafka, args.brokers.is_none()),
+        kafka: kafka.clone(),
         topics: topics.clone(),
     };
     let state = super::ingest::build(&ingest_args).await?;
@@ -189,18 +189,6 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     }
     pool.close().await;
     Ok(())
-}
-
-/// tansu answers batched produce requests slowly (see README): with the local broker, ingest
-/// sends each record at once.
-fn producer_kafka(kafka: &KafkaArgs, local_tansu: bool) -> KafkaArgs {
-    let mut kafka = kafka.clone();
-    if local_tansu {
-        kafka
-            .extra_options
-            .push(("linger.ms".to_owned(), "0".to_owned()));
-    }
-    kafka
 }
 
 async fn demo(addr: SocketAddr, secret: &Secret, pool: &PgPool) -> Result<()> {

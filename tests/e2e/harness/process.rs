@@ -146,9 +146,7 @@ impl Ingest {
             topic_env(&mut command, kafka);
             command
                 .env("KAFKA_BROKERS", brokers)
-                .env("CLERK_WEBHOOK_SECRET", TEST_SECRET)
-                // tansu is slow with batched produce requests (README, "Known broker gaps").
-                .env("KAFKA_OPTIONS", "linger.ms=0");
+                .env("CLERK_WEBHOOK_SECRET", TEST_SECRET);
             for (k, v) in extra {
                 command.env(k, v);
             }
