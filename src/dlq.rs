@@ -20,9 +20,7 @@ fn client_config(brokers: &str, options: &[(String, String)], group: &str) -> Cl
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    for (k, v) in options {
-        config.set(k, v);
-    }
+    clerk_sync_worker::kafka_options::set_outside_group(&mut config, options);
     config
 }
 

@@ -6,8 +6,9 @@ use serde_json::json;
 
 use crate::harness::{
     eventually, post_all, run_cli, signed_post, sim, Ingest, TestDb, TestKafka, WorkerProcess,
-    TEST_SECRET,
+    STDERR_FILE, TEST_SECRET,
 };
+use crate::observability::{scrape, sum_of};
 use crate::pipeline::{wait_until_all_committed, WAIT};
 
 #[tokio::test]
@@ -84,6 +85,61 @@ async fn a_database_outage_pauses_the_worker_without_dead_letters_or_loss() -> a
         "an outage never produces dead letters"
     );
     sim::assert_tables_equal(&db, &sim::expected(&history)?).await
+}
+
+#[tokio::test]
+async fn a_database_outage_longer_than_the_poll_deadline_keeps_the_group_and_applies_each_record_once(
+) -> anyhow::Result<()> {
+    let db = TestDb::private().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    // librdkafka's poll deadline as short as it may be (not below the session timeout): a
+    // worker that stopped polling while it retries would leave the group, lose its
+    // uncommitted batch and apply it a second time after rejoining.
+    let log = tempfile::NamedTempFile::new()?;
+    let worker = WorkerProcess::start_with(
+        &db,
+        &kafka,
+        &[
+            ("KAFKA_OPTIONS", "max.poll.interval.ms=7000"),
+            (STDERR_FILE, log.path().to_str().expect("path")),
+        ],
+    )
+    .await?;
+    let (history, delivery) = sim::history_and_delivery(40)?;
+    let server = db.server().expect("a private server");
+    server.stop()?;
+    post_all(&ingest, &delivery).await?;
+    eventually("the worker retrying a batch", WAIT, || async {
+        let retries = sum_of(
+            &scrape(&worker.base).await,
+            "clerk_sync_worker_retries_total",
+        );
+        (retries > 0.0).then_some(())
+    })
+    .await;
+    // Twice the poll deadline.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    server.resume()?;
+
+    wait_until_all_committed(&kafka).await?;
+    sim::assert_tables_equal(&db, &sim::expected(&history)?).await?;
+    let processed = sum_of(
+        &scrape(&worker.base).await,
+        "clerk_sync_worker_events_total",
+    );
+    assert_eq!(
+        processed,
+        kafka.total_records()? as f64,
+        "every record applied once (outcomes counted: applied, stale, duplicate, ignored)"
+    );
+    // librdkafka logs MAXPOLL when it gives up on the application and leaves the group.
+    let logged = std::fs::read_to_string(log.path())?;
+    assert!(
+        !logged.contains("MAXPOLL"),
+        "the worker left its group while the batch waited for the database"
+    );
+    Ok(())
 }
 
 #[tokio::test]

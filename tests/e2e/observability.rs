@@ -18,14 +18,14 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn sum_of(text: &str, prefix: &str) -> f64 {
+pub fn sum_of(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
-async fn scrape(base: &str) -> String {
+pub async fn scrape(base: &str) -> String {
     reqwest::get(format!("{base}/metrics"))
         .await
         .expect("metrics")

@@ -1,4 +1,6 @@
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -12,6 +14,9 @@ use crate::batch::{apply_records, with_retry, BatchReport};
 use crate::dead_letter::DeadLetters;
 use crate::{decode_record, Error, Health, Record, Result, WorkerConfig};
 
+/// How often a batch in hand is checked on (see [`Worker::process_keeping_membership`]).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// A consumer-group member that applies batches of records to Postgres.
 pub struct Worker {
     consumer: StreamConsumer,
@@ -19,6 +24,9 @@ pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
     health: Health,
+    /// Records received while a batch was in hand (from partitions assigned meanwhile): the next
+    /// batch starts with them.
+    carried: Mutex<Vec<OwnedMessage>>,
 }
 
 impl Worker {
@@ -58,6 +66,7 @@ impl Worker {
             pool,
             config,
             health,
+            carried: Mutex::new(Vec::new()),
         })
     }
 
@@ -79,7 +88,7 @@ impl Worker {
     async fn consume(&self, cancel: &CancellationToken) -> Result<()> {
         let cancel = cancel.clone();
         while let Some(batch) = self.next_batch(&cancel).await? {
-            match self.process_batch(&batch, &cancel).await {
+            match self.process_keeping_membership(&batch, &cancel).await {
                 Ok(report) => tracing::debug!(?report, "batch done"),
                 Err(Error::Cancelled) => {
                     info!("shutdown interrupted a retrying batch; it will be read again");
@@ -99,11 +108,13 @@ impl Worker {
         &self,
         cancel: &CancellationToken,
     ) -> Result<Option<Vec<OwnedMessage>>> {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return Ok(None),
-            message = self.recv() => message,
-        };
-        let mut batch = vec![first];
+        let mut batch = std::mem::take(&mut *self.carried());
+        if batch.is_empty() {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(None),
+                message = self.recv() => batch.push(message),
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.config.batch_linger;
         while batch.len() < self.config.batch_max {
             tokio::select! {
@@ -134,6 +145,79 @@ impl Worker {
                         warn!(error = %crate::error_chain(&e), "consumer error; waiting for the broker");
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    fn carried(&self) -> std::sync::MutexGuard<'_, Vec<OwnedMessage>> {
+        self.carried.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Self::process_batch`], polling meanwhile once the batch is retrying (a database outage)
+    /// or has run for a third of `max.poll.interval.ms`. librdkafka takes an application that stops polling for
+    /// `max.poll.interval.ms` (5 min) for dead and leaves the group: the batch in hand could
+    /// then not be committed, and would be applied twice. So the assigned partitions are paused
+    /// (nothing more is read; librdkafka refetches from after the batch once resumed) and the
+    /// consumer is polled every second, which also serves rebalances.
+    async fn process_keeping_membership(
+        &self,
+        batch: &[OwnedMessage],
+        cancel: &CancellationToken,
+    ) -> Result<BatchReport> {
+        let started = tokio::time::Instant::now();
+        let long = crate::kafka_options::max_poll_interval(&self.config.kafka_options) / 3;
+        let work = self.process_batch(batch, cancel);
+        tokio::pin!(work);
+        let mut checks = tokio::time::interval_at(started + CHECK_EVERY, CHECK_EVERY);
+        let mut paused = false;
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = checks.tick() => {
+                    if paused || self.health.is_retrying() || started.elapsed() >= long {
+                        if !paused {
+                            info!("batch still in hand; pausing the partitions and polling meanwhile");
+                        }
+                        paused = true;
+                        self.pause_and_poll().await;
+                    }
+                }
+            }
+        };
+        if paused {
+            match self.consumer.assignment() {
+                Ok(assigned) => {
+                    if let Err(e) = self.consumer.resume(&assigned) {
+                        warn!(error = %e, "could not resume the partitions");
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not read the assignment to resume it"),
+            }
+        }
+        result
+    }
+
+    /// Pauses every assigned partition (a rebalance may have brought new ones) and polls once.
+    async fn pause_and_poll(&self) {
+        match self.consumer.assignment() {
+            Ok(assigned) => {
+                if let Err(e) = self.consumer.pause(&assigned) {
+                    warn!(error = %e, "could not pause the partitions");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not read the assignment to pause it"),
+        }
+        // Paused partitions yield nothing; a record fetched before a partition was paused is
+        // kept for the next batch.
+        while let Ok(received) =
+            tokio::time::timeout(Duration::from_millis(10), self.consumer.recv()).await
+        {
+            match received {
+                Ok(message) => self.carried().push(message.detach()),
+                Err(e) => {
+                    warn!(error = %crate::error_chain(&e), "consumer error while a batch is in hand");
+                    break;
                 }
             }
         }

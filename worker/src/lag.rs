@@ -35,9 +35,7 @@ fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<
         .set("queued.min.messages", "1")
         .set("queued.max.messages.kbytes", "1024")
         .set("fetch.message.max.bytes", "65536");
-    for (k, v) in options {
-        config.set(k, v);
-    }
+    crate::kafka_options::set_outside_group(&mut config, options);
     config.create().map_err(Error::Kafka)
 }
 

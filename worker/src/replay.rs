@@ -74,9 +74,7 @@ fn consumer(config: &ReplayConfig) -> Result<StreamConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
-    for (k, v) in &config.options {
-        client.set(k, v);
-    }
+    crate::kafka_options::set_outside_group(&mut client, &config.options);
     client.create().map_err(Error::Kafka)
 }
 
