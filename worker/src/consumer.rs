@@ -27,6 +27,8 @@ pub struct Worker {
     /// Records received while a batch was in hand (from partitions assigned meanwhile): the next
     /// batch starts with them.
     carried: Mutex<Vec<OwnedMessage>>,
+    /// A batch running longer than this keeps polling (a third of `max.poll.interval.ms`).
+    long_batch: Duration,
 }
 
 impl Worker {
@@ -60,6 +62,7 @@ impl Worker {
             &config.dlq_topic,
             &config.worker_id,
         )?;
+        let long_batch = crate::kafka_options::max_poll_interval(&config.kafka_options) / 3;
         Ok(Worker {
             consumer,
             dead_letters,
@@ -67,6 +70,7 @@ impl Worker {
             config,
             health,
             carried: Mutex::new(Vec::new()),
+            long_batch,
         })
     }
 
@@ -166,7 +170,6 @@ impl Worker {
         cancel: &CancellationToken,
     ) -> Result<BatchReport> {
         let started = tokio::time::Instant::now();
-        let long = crate::kafka_options::max_poll_interval(&self.config.kafka_options) / 3;
         let work = self.process_batch(batch, cancel);
         tokio::pin!(work);
         let mut checks = tokio::time::interval_at(started + CHECK_EVERY, CHECK_EVERY);
@@ -175,7 +178,7 @@ impl Worker {
             tokio::select! {
                 result = &mut work => break result,
                 _ = checks.tick() => {
-                    if paused || self.health.is_retrying() || started.elapsed() >= long {
+                    if paused || self.health.is_retrying() || started.elapsed() >= self.long_batch {
                         if !paused {
                             info!("batch still in hand; pausing the partitions and polling meanwhile");
                         }
