@@ -21,74 +21,46 @@ enum Pending<'a> {
 /// a duplicate exactly when it is that event again. Only rows nothing changed need a lookup.
 fn decide<'a>(
     i: usize,
-    meta: &EventMeta,
-    event: &'a ClerkEvent,
+    events: &'a [(EventMeta, ClerkEvent)],
     reduced: &Reduced,
     changed: &Changed,
 ) -> Pending<'a> {
-    let by_winner = |winner: Option<(usize, &str)>,
-                     changed: &HashSet<String>,
-                     table,
-                     id: &'a str| match winner {
-        Some((index, _)) if index == i && changed.contains(id) => {
-            Pending::Decided(Outcome::Applied)
-        }
-        Some((_, held)) if changed.contains(id) => Pending::Decided(if held == meta.id.as_str() {
+    let (meta, event) = &events[i];
+    let winner = reduced.winner_of.get(i).copied().unwrap_or(i);
+    let held_by_winner = || {
+        if winner == i {
+            Outcome::Applied
+        } else if events.get(winner).is_some_and(|(w, _)| w.id == meta.id) {
             Outcome::Duplicate
         } else {
             Outcome::Stale
-        }),
-        _ => Pending::Holder(table, id),
+        }
+    };
+    let by_winner = |changed: &HashSet<String>, table, id: &'a str| {
+        if changed.contains(id) {
+            Pending::Decided(held_by_winner())
+        } else {
+            Pending::Holder(table, id)
+        }
+    };
+    let by_deletion = |changed: &HashSet<String>, id: &str| {
+        Pending::Decided(if winner == i && changed.contains(id) {
+            Outcome::Applied
+        } else {
+            Outcome::Stale
+        })
     };
     match event {
         ClerkEvent::Ignored { .. } => Pending::Decided(Outcome::Ignored),
-        ClerkEvent::UserUpserted(u) => by_winner(
-            reduced
-                .users
-                .get(&u.id)
-                .map(|w| (w.index, w.version.event_id.as_str())),
-            &changed.users,
-            "users",
-            u.id.as_str(),
-        ),
-        ClerkEvent::OrgUpserted(o) => by_winner(
-            reduced
-                .orgs
-                .get(&o.id)
-                .map(|w| (w.index, w.version.event_id.as_str())),
-            &changed.orgs,
-            "organizations",
-            o.id.as_str(),
-        ),
-        ClerkEvent::UserDeleted(d) => {
-            let won = reduced
-                .user_deletions
-                .get(&d.id)
-                .is_some_and(|w| w.index == i);
-            Pending::Decided(if won && changed.user_deletions.contains(d.id.as_str()) {
-                Outcome::Applied
-            } else {
-                Outcome::Stale
-            })
-        }
-        ClerkEvent::OrgDeleted(d) => {
-            let won = reduced
-                .org_deletions
-                .get(&d.id)
-                .is_some_and(|w| w.index == i);
-            Pending::Decided(if won && changed.org_deletions.contains(d.id.as_str()) {
-                Outcome::Applied
-            } else {
-                Outcome::Stale
-            })
-        }
+        ClerkEvent::UserUpserted(u) => by_winner(&changed.users, "users", u.id.as_str()),
+        ClerkEvent::OrgUpserted(o) => by_winner(&changed.orgs, "organizations", o.id.as_str()),
+        ClerkEvent::UserDeleted(d) => by_deletion(&changed.user_deletions, d.id.as_str()),
+        ClerkEvent::OrgDeleted(d) => by_deletion(&changed.org_deletions, d.id.as_str()),
         // A changed membership row says which event its fields now come from.
         ClerkEvent::MembershipUpserted(m)
         | ClerkEvent::MembershipDeleted(clerk_sync_core::MembershipDeleted(m)) => {
-            let key = (m.user.id.clone(), m.org.id.clone());
-            let won = reduced.memberships.get(&key).is_some_and(|w| w.index == i);
             match changed.memberships.get(m.id.as_str()) {
-                Some(_) if won => Pending::Decided(Outcome::Applied),
+                Some(_) if winner == i => Pending::Decided(Outcome::Applied),
                 Some(held) => Pending::Decided(if held == meta.id.as_str() {
                     Outcome::Duplicate
                 } else {
@@ -110,7 +82,7 @@ pub(super) async fn outcomes(
     let pending: Vec<Pending<'_>> = events
         .iter()
         .enumerate()
-        .map(|(i, (meta, event))| decide(i, meta, event, reduced, changed))
+        .map(|(i, _)| decide(i, events, reduced, changed))
         .collect();
     let holders = holders(conn, &pending).await?;
     Ok(pending

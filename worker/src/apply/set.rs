@@ -25,19 +25,19 @@ pub(super) struct Changed {
 
 const TS: fn(&str) -> String = |col| format!("to_timestamp({col}::float8 / 1000)");
 
-fn ids<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
-    keys.map(str::to_owned).collect()
+fn ids<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    keys.collect()
 }
 
 fn versions<'a>(
     vs: impl Iterator<Item = &'a Version>,
-) -> (Vec<i16>, Vec<i64>, Vec<i64>, Vec<String>) {
+) -> (Vec<i16>, Vec<i64>, Vec<i64>, Vec<&'a str>) {
     let mut out = (vec![], vec![], vec![], vec![]);
     for v in vs {
         out.0.push(v.rank.as_i16());
         out.1.push(v.at.get());
         out.2.push(v.event_at.get());
-        out.3.push(v.event_id.as_str().to_owned());
+        out.3.push(v.event_id.as_str());
     }
     out
 }
@@ -105,25 +105,37 @@ async fn upsert_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
     );
     let changed: Vec<String> = sqlx::query_scalar(&sql)
         .bind(ids(rows.iter().map(|u| u.clerk_id.as_str())))
-        .bind(rows.iter().map(|u| u.email.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|u| u.name.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|u| u.email.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|u| u.name.as_deref()).collect::<Vec<_>>())
         .bind(
             rows.iter()
-                .map(|u| u.first_name.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|u| u.last_name.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|u| u.username.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|u| u.image_url.clone()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|u| u.external_id.clone())
+                .map(|u| u.first_name.as_deref())
                 .collect::<Vec<_>>(),
         )
         .bind(
             rows.iter()
-                .map(|u| u.public_metadata.clone())
-                .collect::<Vec<Value>>(),
+                .map(|u| u.last_name.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|u| u.username.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|u| u.image_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|u| u.external_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|u| &u.public_metadata)
+                .collect::<Vec<&Value>>(),
         )
         .bind(rows.iter().map(|u| u.created_at.get()).collect::<Vec<_>>())
         .bind(rows.iter().map(|u| u.updated_at.get()).collect::<Vec<_>>())
@@ -172,13 +184,17 @@ async fn upsert_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
     );
     let changed: Vec<String> = sqlx::query_scalar(&sql)
         .bind(ids(rows.iter().map(|o| o.clerk_id.as_str())))
-        .bind(rows.iter().map(|o| o.name.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|o| o.slug.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|o| o.image_url.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|o| o.name.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|o| o.slug.as_deref()).collect::<Vec<_>>())
         .bind(
             rows.iter()
-                .map(|o| o.public_metadata.clone())
-                .collect::<Vec<Value>>(),
+                .map(|o| o.image_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|o| &o.public_metadata)
+                .collect::<Vec<&Value>>(),
         )
         .bind(rows.iter().map(|o| o.created_at.get()).collect::<Vec<_>>())
         .bind(rows.iter().map(|o| o.updated_at.get()).collect::<Vec<_>>())
@@ -194,10 +210,10 @@ async fn upsert_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
 async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
     let clerk_ids = ids(r.user_deletions.keys().map(|k| k.as_str()));
     let at: Vec<i64> = r.user_deletions.values().map(|d| d.at.get()).collect();
-    let event_ids: Vec<String> = r
+    let event_ids: Vec<&str> = r
         .user_deletions
         .values()
-        .map(|d| d.version.event_id.as_str().to_owned())
+        .map(|d| d.version.event_id.as_str())
         .collect();
     // A deletion seen first leaves a placeholder tombstone; its times stand in until a real
     // version fills them.
@@ -243,11 +259,15 @@ async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
 async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
     let clerk_ids = ids(r.org_deletions.keys().map(|k| k.as_str()));
     let at: Vec<i64> = r.org_deletions.values().map(|d| d.at.get()).collect();
-    let slugs: Vec<Option<String>> = r.org_deletions.values().map(|d| d.slug.clone()).collect();
-    let event_ids: Vec<String> = r
+    let slugs: Vec<Option<&str>> = r
         .org_deletions
         .values()
-        .map(|d| d.version.event_id.as_str().to_owned())
+        .map(|d| d.slug.as_deref())
+        .collect();
+    let event_ids: Vec<&str> = r
+        .org_deletions
+        .values()
+        .map(|d| d.version.event_id.as_str())
         .collect();
     let sql = format!(
         r#"
@@ -344,7 +364,7 @@ async fn upsert_memberships(
         .bind(
             changes
                 .iter()
-                .map(|c| c.row.role.clone())
+                .map(|c| c.row.role.as_str())
                 .collect::<Vec<_>>(),
         )
         .bind(
@@ -380,7 +400,7 @@ async fn upsert_memberships(
         .bind(
             changes
                 .iter()
-                .map(|c| c.version.event_id.as_str().to_owned())
+                .map(|c| c.version.event_id.as_str())
                 .collect::<Vec<_>>(),
         )
         .fetch_all(&mut *conn)
