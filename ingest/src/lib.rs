@@ -6,6 +6,7 @@ mod error;
 mod metrics;
 mod publish;
 mod routes;
+mod server;
 mod verify;
 
 pub use api_error::ApiError;
@@ -13,5 +14,6 @@ pub use config::IngestConfig;
 pub use error::{error_chain, Error, Result};
 pub use metrics::{IngestMetrics, OUTCOMES};
 pub use publish::{Published, Publisher};
-pub use routes::{router, serve, AppState};
+pub use routes::{router, AppState};
+pub use server::serve;
 pub use verify::{UnverifiedWebhook, VerifiedWebhook, Verifier};

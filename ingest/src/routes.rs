@@ -9,9 +9,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use clerk_sync_core::{route_body, Topics};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use crate::{
@@ -68,22 +66,6 @@ async fn explain_timeout(response: axum::response::Response) -> axum::response::
         ),
     )
         .into_response()
-}
-
-/// Serves until `cancel` fires, lets in-flight requests finish, then flushes the producer.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let publisher = state.publisher.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await?;
-    if let Err(e) = publisher.flush(Duration::from_secs(10)).await {
-        warn!(error = %error_chain(&e), "producer flush at shutdown failed");
-    }
-    Ok(())
 }
 
 impl FromRequest<AppState> for VerifiedWebhook {

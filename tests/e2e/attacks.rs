@@ -59,6 +59,19 @@ async fn raw(addr: &str, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Whether the server closes a connection that sent `request` and then nothing more (within
+/// 10 s; the server's own bound is the 3 s request timeout).
+async fn closed_by_server(addr: &str, request: &[u8]) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .is_ok()
+}
+
 #[tokio::test]
 async fn hostile_requests_are_rejected_and_nothing_is_published() -> anyhow::Result<()> {
     let kafka = TestKafka::new().await?;
@@ -224,6 +237,20 @@ async fn hostile_requests_are_rejected_and_nothing_is_published() -> anyhow::Res
         answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"),
         "slow body: {answer}"
     );
+
+    // Nor may a client hold a connection by trickling its headers, or by sending nothing.
+    for (what, request) in [
+        (
+            "unfinished headers",
+            &b"POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\n"[..],
+        ),
+        ("silence", &b""[..]),
+    ] {
+        assert!(
+            closed_by_server(&addr, request).await,
+            "{what}: the connection was still open after 10 s"
+        );
+    }
 
     assert_eq!(kafka.total_records()?, 0, "nothing hostile was published");
 
