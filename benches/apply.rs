@@ -326,6 +326,18 @@ fn median(mut runs: Vec<Run>) -> Run {
     runs[runs.len() / 2]
 }
 
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn seconds(runs: &[Run]) -> String {
+    runs.iter()
+        .map(|r| format!("{:.2}", r.secs))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_EVENTS")
         .ok()
@@ -342,23 +354,31 @@ fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5)
+        .max(1);
     let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/bench sets it)");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut rng = StdRng::seed_from_u64(42);
     let w = decoded(&workload::workload(n, &mut rng));
-    println!("apply benchmark (median of {runs} runs; the naive handler runs once): {} events ({} users, {} organizations, {} memberships in the final tables)",
+    println!("apply benchmark ({runs} rounds of the ceiling and every batch size, medians; the naive handler runs once): {} events ({} users, {} organizations, {} memberships in the final tables)",
         w.events.len(), w.expected.users().len(), w.expected.orgs().len(), w.expected.memberships().len());
     rt.block_on(async {
         let rate = |s: f64| w.events.len() as f64 / s;
-        let mut times = Vec::new();
+        // Rounds: the ceiling, then every batch size, again and again. The machine drifts (other
+        // tenants, Postgres's own state), so each ratio is taken within a round, and the figures
+        // are medians over rounds.
+        let mut ceilings = Vec::new();
+        let mut batch_runs: Vec<Vec<Run>> = vec![Vec::new(); batches.len()];
         for _ in 0..runs {
             let pool = fresh_database(&admin, "bench_ceiling").await;
-            times.push(timed(ceiling(&pool, &w)).await);
+            ceilings.push(timed(ceiling(&pool, &w)).await);
             pool.close().await;
+            for (i, &batch) in batches.iter().enumerate() {
+                let pool = fresh_database(&admin, "bench_batch").await;
+                batch_runs[i].push(timed(batch_apply(&pool, &w, batch)).await);
+                pool.close().await;
+            }
         }
-        let ceiling = median(times);
-        let ceiling_s = ceiling.secs;
         let naive_s = if with_naive {
             let pool = fresh_database(&admin, "bench_naive").await;
             let s = naive(&pool, &w).await;
@@ -367,10 +387,13 @@ fn main() {
         } else {
             None
         };
+        let ceiling = median(ceilings.clone());
+        let ceiling_s = ceiling.secs;
         println!(
-            "  database ceiling:              {:>10.0} events/s  ({ceiling_s:.2} s, client CPU {:.2} s)",
+            "  database ceiling:              {:>10.0} events/s  ({ceiling_s:.2} s, client CPU {:.2} s; runs {})",
             rate(ceiling_s),
-            ceiling.client_cpu
+            ceiling.client_cpu,
+            seconds(&ceilings),
         );
         if let Some(naive_s) = naive_s {
             println!(
@@ -379,21 +402,22 @@ fn main() {
                 naive_s / ceiling_s
             );
         }
-        for &batch in &batches {
-            let mut times = Vec::new();
-            for _ in 0..runs {
-                let pool = fresh_database(&admin, "bench_batch").await;
-                times.push(timed(batch_apply(&pool, &w, batch)).await);
-                pool.close().await;
-            }
-            let run = median(times);
+        for (&batch, times) in batches.iter().zip(batch_runs) {
+            let ratios: Vec<f64> = ceilings
+                .iter()
+                .zip(&times)
+                .map(|(c, b)| c.secs / b.secs)
+                .collect();
+            let run = median(times.clone());
             let batch_s = run.secs;
             let versus_naive = naive_s.map_or(String::new(), |n| format!("   batch / naive: {:.1}x", n / batch_s));
             println!(
-                "  batch apply, batch {batch:>6}:   {:>10.0} events/s  ({batch_s:.2} s, client CPU {:.2} s)   batch / ceiling: {:.0}%{versus_naive}",
+                "  batch apply, batch {batch:>6}:   {:>10.0} events/s  ({batch_s:.2} s, client CPU {:.2} s; runs {})   batch / ceiling: {:.0}% (per round: {}){versus_naive}",
                 rate(batch_s),
                 run.client_cpu,
-                100.0 * ceiling_s / batch_s,
+                seconds(&times),
+                100.0 * median_of(ratios.clone()),
+                ratios.iter().map(|r| format!("{:.0}%", 100.0 * r)).collect::<Vec<_>>().join(" "),
             );
         }
     });
