@@ -156,9 +156,11 @@ pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FuturePro
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all");
-    for (k, v) in options {
-        config.set(k, v);
-    }
+    clerk_sync_worker::kafka_options::apply(
+        &mut config,
+        options,
+        clerk_sync_worker::kafka_options::Client::Producer,
+    );
     config
         .create()
         .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")

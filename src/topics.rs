@@ -29,9 +29,11 @@ pub async fn ensure_topics_with(
     let retention = retention_ms.map(|r| r.to_string());
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
-    for (k, v) in options {
-        config.set(k, v);
-    }
+    clerk_sync_worker::kafka_options::apply(
+        &mut config,
+        options,
+        clerk_sync_worker::kafka_options::Client::Producer,
+    );
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .context("KAFKA_BROKERS: cannot create a Kafka admin client")?;

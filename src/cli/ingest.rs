@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clerk_sync_ingest::{AppState, Publisher, Verifier};
+use clerk_sync_worker::kafka_options::{for_client, Client};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +16,7 @@ pub async fn build(args: &IngestArgs) -> Result<AppState> {
         .context("CLERK_WEBHOOK_SECRET")?;
     let publisher = Publisher::new(
         &args.kafka.brokers,
-        &args.kafka.options(),
+        &for_client(&args.kafka.options(), Client::Producer),
         args.publish_deadline()?,
     )
     .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")?;

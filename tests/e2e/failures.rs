@@ -101,7 +101,8 @@ async fn a_database_outage_longer_than_the_poll_deadline_keeps_the_group_and_app
         &db,
         &kafka,
         &[
-            ("KAFKA_OPTIONS", "max.poll.interval.ms=7000"),
+            // One setting for every role, as one ConfigMap gives it: linger.ms is ingest's.
+            ("KAFKA_OPTIONS", "max.poll.interval.ms=7000,linger.ms=5"),
             (STDERR_FILE, log.path().to_str().expect("path")),
         ],
     )
@@ -138,6 +139,12 @@ async fn a_database_outage_longer_than_the_poll_deadline_keeps_the_group_and_app
     assert!(
         !logged.contains("MAXPOLL"),
         "the worker left its group while the batch waited for the database"
+    );
+    // Each client took only the properties it reads: no "is a producer property and will be
+    // ignored by this consumer instance" (or the reverse) at start-up.
+    assert!(
+        !logged.contains("CONFWARN"),
+        "configuration warnings: {logged}"
     );
     Ok(())
 }

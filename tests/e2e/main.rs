@@ -15,3 +15,4 @@ mod production_tls;
 mod reference_queries;
 mod replay;
 mod secrets;
+mod settings;

@@ -1,10 +1,8 @@
 //! Secrets and personal data never leak: not in logs, `--help`, or error messages.
 
-use std::process::Command;
-
 use crate::harness::{
-    fixture, run_cli, signed_post, Ingest, TestDb, TestKafka, WorkerProcess, STDERR_FILE,
-    TEST_SECRET,
+    clerk_sync, fixture, run_cli, signed_post, Ingest, TestDb, TestKafka, WorkerProcess,
+    STDERR_FILE, TEST_SECRET,
 };
 use crate::pipeline::wait_until_all_committed;
 
@@ -96,15 +94,6 @@ async fn a_full_run_with_real_payloads_logs_no_email_name_or_secret_even_at_debu
         );
     }
     Ok(())
-}
-
-fn clerk_sync(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("clerk-sync")
 }
 
 #[test]

@@ -50,9 +50,11 @@ impl Worker {
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),
             );
-        for (key, value) in &config.kafka_options {
-            client.set(key, value);
-        }
+        crate::kafka_options::apply(
+            &mut client,
+            &config.kafka_options,
+            crate::kafka_options::Client::GroupMember,
+        );
         let consumer: StreamConsumer = client.create().map_err(Error::Kafka)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(Error::Kafka)?;

@@ -76,9 +76,7 @@ impl DeadLetters {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "10000");
-        for (key, value) in options {
-            config.set(key, value);
-        }
+        crate::kafka_options::apply(&mut config, options, crate::kafka_options::Client::Producer);
         Ok(DeadLetters {
             producer: config.create().map_err(Error::Kafka)?,
             topic: topic.to_owned(),

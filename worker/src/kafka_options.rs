@@ -1,4 +1,4 @@
-//! Applying the user's extra librdkafka properties (`KAFKA_OPTIONS`) to a client.
+//! Applying the user's extra librdkafka properties (`KAFKA_OPTIONS`) to each kind of client.
 
 use rdkafka::ClientConfig;
 
@@ -12,13 +12,116 @@ const GROUP_MEMBERSHIP: [&str; 3] = [
     "heartbeat.interval.ms",
 ];
 
-/// Sets `options` on a consumer that assigns partitions itself and never joins its group.
-pub fn set_outside_group(config: &mut ClientConfig, options: &[(String, String)]) {
-    for (key, value) in options {
-        if !GROUP_MEMBERSHIP.contains(&key.as_str()) {
-            config.set(key, value);
+/// Properties librdkafka reads only in consumers ("C" in librdkafka 2.12's CONFIGURATION.md,
+/// global and topic). Given to a producer, each costs a CONFWARN line at start-up and nothing else.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.commit.enable",
+    "auto.offset.reset",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "consume.callback.max.messages",
+];
+
+/// Properties librdkafka reads only in producers ("P"); given to a consumer, a CONFWARN each.
+const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "compression.level",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "queuing.strategy",
+    "produce.offset.report",
+    "partitioner",
+];
+
+/// The kind of client `KAFKA_OPTIONS` are applied to: one setting serves every role of the
+/// binary (one ConfigMap in Kubernetes), and each client takes the properties it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// The worker's consumer: a member of the consumer group.
+    GroupMember,
+    /// A consumer that assigns partitions itself (lag probe, replay, dead-letter tools).
+    OutsideGroup,
+    /// A producer, or an admin client.
+    Producer,
+}
+
+impl Client {
+    fn reads(self, key: &str) -> bool {
+        match self {
+            Client::GroupMember => !PRODUCER_ONLY.contains(&key),
+            Client::OutsideGroup => {
+                !PRODUCER_ONLY.contains(&key) && !GROUP_MEMBERSHIP.contains(&key)
+            }
+            Client::Producer => !CONSUMER_ONLY.contains(&key),
         }
     }
+}
+
+/// The options this kind of client reads: the other kind's properties are left out (unknown
+/// keys are kept, so librdkafka still rejects a misspelt one at start-up).
+pub fn for_client(options: &[(String, String)], client: Client) -> Vec<(String, String)> {
+    options
+        .iter()
+        .filter(|(key, _)| client.reads(key.trim()))
+        .cloned()
+        .collect()
+}
+
+/// Sets on `config` the options this kind of client reads.
+pub fn apply(config: &mut ClientConfig, options: &[(String, String)], client: Client) {
+    for (key, value) in for_client(options, client) {
+        config.set(key, value);
+    }
+}
+
+/// Sets `options` on a consumer that assigns partitions itself and never joins its group.
+pub fn set_outside_group(config: &mut ClientConfig, options: &[(String, String)]) {
+    apply(config, options, Client::OutsideGroup);
 }
 
 /// The `max.poll.interval.ms` in `options` (the last one wins), else librdkafka's default.
@@ -46,6 +149,41 @@ mod tests {
         set_outside_group(&mut config, &options);
         assert_eq!(config.get("max.poll.interval.ms"), None);
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+    }
+
+    #[test]
+    fn each_kind_of_client_takes_the_properties_it_reads_and_unknown_ones() {
+        let options: Vec<(String, String)> = [
+            ("linger.ms", "5"),
+            ("max.poll.interval.ms", "600000"),
+            ("security.protocol", "SASL_SSL"),
+            ("no.such.property", "x"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let keys = |client| -> Vec<String> {
+            for_client(&options, client)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(
+            keys(Client::Producer),
+            ["linger.ms", "security.protocol", "no.such.property"]
+        );
+        assert_eq!(
+            keys(Client::GroupMember),
+            [
+                "max.poll.interval.ms",
+                "security.protocol",
+                "no.such.property"
+            ]
+        );
+        assert_eq!(
+            keys(Client::OutsideGroup),
+            ["security.protocol", "no.such.property"]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use db::TestDb;
 pub use kafka::TestKafka;
-pub use process::{post_all, run_cli, Ingest, WorkerProcess, STDERR_FILE};
+pub use process::{clerk_sync, post_all, run_cli, Ingest, WorkerProcess, STDERR_FILE};
 pub use signing::{fixture, signed_post, TEST_SECRET};
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`. A bounded wait, not a

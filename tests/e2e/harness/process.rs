@@ -71,6 +71,16 @@ fn redirect_stderr(command: &mut Command, extra: &[(&str, &str)]) -> Result<()> 
     Ok(())
 }
 
+/// Runs `clerk-sync` with only `env` set (not even PATH): for start-up checks.
+pub fn clerk_sync(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("clerk-sync")
+}
+
 /// Runs a one-shot `clerk-sync` command (e.g. `dlq list`) against the test's topics.
 pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -> Result<String> {
     let mut command = binary();
