@@ -23,12 +23,13 @@ pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
         .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create the consumer")?;
 
     let server_cancel = cancel.child_token();
-    let shutdown = server_cancel.clone().cancelled_owned();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, health_router(health))
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    // Probes and scrapes send their headers at once; anything slower is cut off.
+    let server = tokio::spawn(clerk_sync_ingest::serve_router(
+        listener,
+        health_router(health),
+        std::time::Duration::from_secs(10),
+        server_cancel.clone(),
+    ));
     let result = worker.run(cancel.clone()).await;
     server_cancel.cancel();
     let _ = server.await;
