@@ -151,8 +151,9 @@ pub async fn run(
     collect(tasks, connections, started).await
 }
 
-/// The same HTTP stack (axum, tokio, the same client and connections) answering at once: what
-/// ingest would reach if verifying and producing cost nothing.
+/// The same HTTP stack (ingest's accept loop, axum, hyper, tokio; the same client and
+/// connections) answering at once: what ingest would reach if verifying and producing cost
+/// nothing.
 pub async fn http_ceiling(
     w: &Workload,
     connections: usize,
@@ -164,7 +165,13 @@ pub async fn http_ceiling(
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // Ingest's own accept loop, so only verification and produce differ.
+    let server = tokio::spawn(clerk_sync_ingest::serve_router(
+        listener,
+        app,
+        Duration::from_secs(10),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let requests = signed_requests(w, "whsec_Y2xlcmstc3luYy10ZXN0LXNlY3JldCEh");
     let report = run(
         &format!("http://{addr}/webhooks/clerk"),
