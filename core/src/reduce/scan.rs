@@ -78,6 +78,7 @@ impl<K: Hash + Eq + Copy, C> Table<K, C> {
         self.entries.into_iter().map(|(_, candidate)| candidate)
     }
 
+    /// The index (in the batch) of the event whose candidate holds `slot` now.
     pub(super) fn index_of(&self, slot: usize) -> usize
     where
         C: Indexed,
@@ -86,10 +87,12 @@ impl<K: Hash + Eq + Copy, C> Table<K, C> {
     }
 }
 
+/// A candidate knows which event of the batch it came from.
 pub(super) trait Indexed {
     fn index(&self) -> usize;
 }
 
+/// A row's best version so far, and what the row is built from.
 pub(super) struct Best<'a, S> {
     pub(super) source: S,
     pub(super) version: Borrowed<'a>,
@@ -108,6 +111,7 @@ pub(super) fn keep_greater<'a, S>(current: &mut Best<'a, S>, candidate: Best<'a,
     }
 }
 
+/// An entity's earliest deletion so far.
 pub(super) struct Gone<'a, I> {
     pub(super) id: &'a I,
     pub(super) meta: &'a EventMeta,
@@ -128,6 +132,7 @@ pub(super) fn keep_earliest<'a, I>(current: &mut Gone<'a, I>, candidate: Gone<'a
     }
 }
 
+/// A membership's winning change so far.
 pub(super) struct Member<'a> {
     pub(super) membership: &'a Membership,
     pub(super) generation: (Millis, &'a MembershipId),
@@ -164,7 +169,7 @@ pub(super) enum UserSource<'a> {
     Stub(&'a UserStub, Millis),
 }
 
-pub(super) fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
