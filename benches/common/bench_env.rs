@@ -107,8 +107,11 @@ impl BenchEnv {
         if !self.options_raw.is_empty() {
             command.env("KAFKA_OPTIONS", &self.options_raw);
         }
-        // Allocator settings, for comparing memory figures.
-        for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")) {
+        // Allocator settings, for comparing memory figures; the worker's batch size, for
+        // comparing drain rates.
+        for (key, value) in
+            std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_") || k == "BATCH_MAX")
+        {
             command.env(key, value);
         }
         command
