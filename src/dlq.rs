@@ -20,7 +20,11 @@ fn client_config(brokers: &str, options: &[(String, String)], group: &str) -> Cl
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    clerk_sync_worker::kafka_options::set_outside_group(&mut config, options);
+    clerk_sync_worker::kafka_options::apply(
+        &mut config,
+        options,
+        clerk_sync_worker::kafka_options::Client::OutsideGroup,
+    );
     config
 }
 

@@ -119,11 +119,6 @@ pub fn apply(config: &mut ClientConfig, options: &[(String, String)], client: Cl
     }
 }
 
-/// Sets `options` on a consumer that assigns partitions itself and never joins its group.
-pub fn set_outside_group(config: &mut ClientConfig, options: &[(String, String)]) {
-    apply(config, options, Client::OutsideGroup);
-}
-
 /// The `max.poll.interval.ms` in `options` (the last one wins), else librdkafka's default.
 pub fn max_poll_interval(options: &[(String, String)]) -> std::time::Duration {
     let ms = options
@@ -146,7 +141,7 @@ mod tests {
             ("max.poll.interval.ms".to_owned(), "7000".to_owned()),
             ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
         ];
-        set_outside_group(&mut config, &options);
+        apply(&mut config, &options, Client::OutsideGroup);
         assert_eq!(config.get("max.poll.interval.ms"), None);
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
     }

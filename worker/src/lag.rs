@@ -35,7 +35,11 @@ fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<
         .set("queued.min.messages", "1")
         .set("queued.max.messages.kbytes", "1024")
         .set("fetch.message.max.bytes", "65536");
-    crate::kafka_options::set_outside_group(&mut config, options);
+    crate::kafka_options::apply(
+        &mut config,
+        options,
+        crate::kafka_options::Client::OutsideGroup,
+    );
     config.create().map_err(Error::Kafka)
 }
 

@@ -74,7 +74,11 @@ fn consumer(config: &ReplayConfig) -> Result<StreamConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
-    crate::kafka_options::set_outside_group(&mut client, &config.options);
+    crate::kafka_options::apply(
+        &mut client,
+        &config.options,
+        crate::kafka_options::Client::OutsideGroup,
+    );
     client.create().map_err(Error::Kafka)
 }
 
