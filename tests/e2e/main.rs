@@ -11,6 +11,7 @@ mod mirror_cases;
 mod mirror_property;
 mod observability;
 mod pipeline;
+mod poison_batch;
 mod production_tls;
 mod reference_queries;
 mod replay;

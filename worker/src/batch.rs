@@ -36,8 +36,8 @@ pub struct Poison {
 
 /// Applies the decodable records of a batch in one transaction, retrying transient database
 /// failures with backoff until they succeed or `cancel` fires. When the database rejects the
-/// batch for good, each record is applied in its own transaction so that only the bad ones are
-/// set aside. Undecodable records are set aside at once.
+/// batch for good, it is split in halves, each in its own transaction, until only the bad records
+/// are set aside. Undecodable records are set aside at once.
 pub async fn apply_records(
     pool: &PgPool,
     records: &[Record],
@@ -49,13 +49,13 @@ pub async fn apply_records(
         ..BatchReport::default()
     };
     let mut poison = Vec::new();
-    // The decodable events (one copy, as apply takes a slice) and the record each came from.
-    let mut all: Vec<(EventMeta, ClerkEvent)> = Vec::with_capacity(records.len());
+    // The decodable events, borrowed from their records, and the record each came from.
+    let mut all: Vec<&(EventMeta, ClerkEvent)> = Vec::with_capacity(records.len());
     let mut indexes: Vec<usize> = Vec::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {
         match &record.decoded {
             Ok(event) => {
-                all.push(event.clone());
+                all.push(event);
                 indexes.push(index);
             }
             Err(e) => {
@@ -87,28 +87,34 @@ pub async fn apply_records(
         }
         Err(Error::Cancelled) => return Err(Error::Cancelled),
         Err(e) if !e.is_retryable() => {
-            warn!(error_kind = e.kind(), error = %error_chain(&e), "batch rejected; applying records one by one");
-            for (index, event) in indexes.iter().zip(&all) {
-                match with_retry(
-                    || apply_all(pool, std::slice::from_ref(event)),
-                    health,
-                    cancel,
-                )
-                .await
-                {
+            warn!(error_kind = e.kind(), error = %error_chain(&e), "batch rejected; splitting it to find the records the database rejects");
+            // Halves, each in its own transaction, until the rejected records stand alone: a
+            // few bad records in a large batch cost a few dozen transactions, not one per record.
+            // Any split converges to the same rows (the rules hold whatever the grouping).
+            let mut pending = Vec::from(halves(0..all.len()));
+            while let Some(range) = pending.pop() {
+                if range.is_empty() {
+                    continue;
+                }
+                let part = &all[range.clone()];
+                match with_retry(|| apply_all(pool, part), health, cancel).await {
                     Ok(outcomes) => {
-                        for outcome in outcomes {
-                            count(&mut report, &records[*index].topic, &event.0, outcome);
+                        for (i, outcome) in range.zip(outcomes) {
+                            count(&mut report, &records[indexes[i]].topic, &all[i].0, outcome);
                         }
                     }
                     Err(Error::Cancelled) => return Err(Error::Cancelled),
+                    Err(e) if !e.is_retryable() && range.len() > 1 => {
+                        pending.extend(halves(range));
+                    }
                     Err(e) if !e.is_retryable() => {
-                        let record = &records[*index];
+                        let index = indexes[range.start];
+                        let record = &records[index];
                         warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
-                              event_id = %event.0.id, error_kind = e.kind(), error = %error_chain(&e),
+                              event_id = %all[range.start].0.id, error_kind = e.kind(), error = %error_chain(&e),
                               "the database rejects this record");
                         poison.push(Poison {
-                            index: *index,
+                            index,
                             failure: failure(&e, 2, first_failure),
                         });
                     }
@@ -127,6 +133,12 @@ pub async fn apply_records(
     }
     poison.sort_by_key(|p| p.index);
     Ok((report, poison))
+}
+
+/// A range split in two, the first half last (it is popped first: records keep their order).
+fn halves(range: std::ops::Range<usize>) -> [std::ops::Range<usize>; 2] {
+    let middle = range.start + range.len() / 2;
+    [middle..range.end, range.start..middle]
 }
 
 /// The span of one event's apply: a child of the span that published it (ingest's), so one

@@ -7,6 +7,7 @@
 
 mod scan;
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use crate::mirror::{Generation, MembershipRow, OrgRow, Rank, UserRow, Version};
@@ -56,8 +57,8 @@ pub struct Reduced {
     pub winner_of: Vec<usize>,
 }
 
-/// Reduces a batch of decoded events.
-pub fn reduce(events: &[(EventMeta, ClerkEvent)]) -> Reduced {
+/// Reduces a batch of decoded events (owned, or borrowed from the records they came in).
+pub fn reduce<E: Borrow<(EventMeta, ClerkEvent)>>(events: &[E]) -> Reduced {
     // Keys and versions are borrowed while scanning (a hash lookup per event, no allocation);
     // rows are built once per winner at the end, into ordered maps: the writes then touch rows
     // in key order, so concurrent batches lock them in the same order.
@@ -68,7 +69,11 @@ pub fn reduce(events: &[(EventMeta, ClerkEvent)]) -> Reduced {
     let mut memberships: Table<(&str, &str), Member<'_>> = Table::new();
     // Each event's slot in its own entity's table.
     let mut slot_of = Vec::with_capacity(events.len());
-    for (index, (meta, event)) in events.iter().enumerate() {
+    for (index, (meta, event)) in events
+        .iter()
+        .map(Borrow::<(EventMeta, ClerkEvent)>::borrow)
+        .enumerate()
+    {
         let slot = match event {
             ClerkEvent::UserUpserted(user) => users.offer(
                 user.id.as_str(),
@@ -148,6 +153,7 @@ pub fn reduce(events: &[(EventMeta, ClerkEvent)]) -> Reduced {
     }
     let winner_of = events
         .iter()
+        .map(Borrow::<(EventMeta, ClerkEvent)>::borrow)
         .zip(&slot_of)
         .enumerate()
         .map(|(index, ((_, event), &slot))| match event {

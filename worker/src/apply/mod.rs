@@ -3,6 +3,8 @@
 mod outcomes;
 mod set;
 
+use std::borrow::Borrow;
+
 use clerk_sync_core::reduce::reduce;
 use clerk_sync_core::{ClerkEvent, EventMeta};
 use sqlx::{PgConnection, PgPool};
@@ -46,12 +48,14 @@ pub async fn apply_event(
         .unwrap_or(Outcome::Ignored))
 }
 
+/// A decoded event, owned or borrowed from the record it came in (the worker applies its records
+/// where they are, without a copy).
+pub trait Event: Borrow<(EventMeta, ClerkEvent)> + Sync {}
+impl<E: Borrow<(EventMeta, ClerkEvent)> + Sync> Event for E {}
+
 /// Applies a batch inside the caller's transaction: reduced to one change per entity, then
 /// written with a few set-based statements. Returns each event's outcome, in order.
-pub async fn apply_events(
-    conn: &mut PgConnection,
-    events: &[(EventMeta, ClerkEvent)],
-) -> Result<Vec<Outcome>> {
+pub async fn apply_events(conn: &mut PgConnection, events: &[impl Event]) -> Result<Vec<Outcome>> {
     // Every statement looks rows up by unique key, a few to a few thousand per batch: nested
     // loops over the indexes. Left to itself the planner hashes whole tables from statistics
     // gathered while they were small (or from a generic plan cached then), which costs 10x.
@@ -67,7 +71,7 @@ pub async fn apply_events(
 }
 
 /// Applies events in one transaction: all or nothing.
-pub async fn apply_all(pool: &PgPool, events: &[(EventMeta, ClerkEvent)]) -> Result<Vec<Outcome>> {
+pub async fn apply_all(pool: &PgPool, events: &[impl Event]) -> Result<Vec<Outcome>> {
     apply_all_in_spans(pool, events, |_| tracing::Span::none()).await
 }
 
@@ -75,7 +79,7 @@ pub async fn apply_all(pool: &PgPool, events: &[(EventMeta, ClerkEvent)]) -> Res
 /// the event was published in). Each span lasts while its batch is written.
 pub async fn apply_all_in_spans(
     pool: &PgPool,
-    events: &[(EventMeta, ClerkEvent)],
+    events: &[impl Event],
     span_for: impl Fn(usize) -> tracing::Span,
 ) -> Result<Vec<Outcome>> {
     let spans: Vec<tracing::Span> = (0..events.len()).map(span_for).collect();

@@ -3,11 +3,11 @@
 use std::collections::{HashMap, HashSet};
 
 use clerk_sync_core::reduce::Reduced;
-use clerk_sync_core::{ClerkEvent, EventMeta};
+use clerk_sync_core::ClerkEvent;
 use sqlx::PgConnection;
 
 use super::set::Changed;
-use super::Outcome;
+use super::{Event, Outcome};
 use crate::Result;
 
 /// An event's outcome, or the row whose current event decides it.
@@ -21,16 +21,19 @@ enum Pending<'a> {
 /// a duplicate exactly when it is that event again. Only rows nothing changed need a lookup.
 fn decide<'a>(
     i: usize,
-    events: &'a [(EventMeta, ClerkEvent)],
+    events: &'a [impl Event],
     reduced: &Reduced,
     changed: &Changed,
 ) -> Pending<'a> {
-    let (meta, event) = &events[i];
+    let (meta, event) = events[i].borrow();
     let winner = reduced.winner_of.get(i).copied().unwrap_or(i);
     let held_by_winner = || {
         if winner == i {
             Outcome::Applied
-        } else if events.get(winner).is_some_and(|(w, _)| w.id == meta.id) {
+        } else if events
+            .get(winner)
+            .is_some_and(|w| w.borrow().0.id == meta.id)
+        {
             Outcome::Duplicate
         } else {
             Outcome::Stale
@@ -75,7 +78,7 @@ fn decide<'a>(
 /// Each event's outcome, in order, after the batch was written (same transaction).
 pub(super) async fn outcomes(
     conn: &mut PgConnection,
-    events: &[(EventMeta, ClerkEvent)],
+    events: &[impl Event],
     reduced: &Reduced,
     changed: &Changed,
 ) -> Result<Vec<Outcome>> {
@@ -87,8 +90,8 @@ pub(super) async fn outcomes(
     let holders = holders(conn, &pending).await?;
     Ok(pending
         .iter()
-        .zip(events)
-        .map(|(p, (meta, _))| match p {
+        .zip(events.iter().map(|e| &e.borrow().0))
+        .map(|(p, meta)| match p {
             Pending::Decided(outcome) => *outcome,
             Pending::Holder(table, id) => {
                 if holders.get(&(*table, *id)).map(String::as_str) == Some(meta.id.as_str()) {
