@@ -1,6 +1,8 @@
 //! End to end, through the real `clerk-sync` binary, a real broker and a real Postgres:
 //! 2. drain: events preloaded on the topics, then the worker drains them into an empty database,
 //!    beside a read-only consumer of the same topics (the broker's ceiling);
+//! 2b. rebuild: `clerk-sync replay --from-beginning --into` an empty database, from the same
+//!    topics, at each `--batch-max` of BENCH_REPLAY_BATCH (default 10000,100000);
 //! 3. ingest: signed webhooks on 64 connections for a fixed time, beside the same HTTP stack
 //!    answering without verification or produce (the HTTP ceiling) and the broker's raw produce
 //!    rate with ingest's producer settings;
@@ -19,6 +21,8 @@ mod bench_env;
 mod load;
 #[path = "common/process_stats.rs"]
 mod process_stats;
+#[path = "common/rebuild.rs"]
+mod rebuild;
 #[path = "common/workload.rs"]
 mod workload;
 
@@ -82,14 +86,52 @@ fn main() -> Result<()> {
         let produce = load::produce_all(&env, &w, connections).await?;
         let reader = load::read_all(&env, w.delivery.len()).await?;
         let drain = drain(&env, &w).await?;
+        rebuild::end_each_partition_alone(&env).await?;
+        let mut rebuilds = Vec::new();
+        for batch_max in replay_batches()? {
+            rebuilds.push(rebuild::rebuild(&env, batch_max).await?);
+        }
         let http_ceiling = load::http_ceiling(&w, connections, Duration::from_secs(secs)).await?;
         let idle = Duration::from_secs(idle_secs);
         let http_idle = load::http_ceiling(&w, 1, idle).await?;
         let ingest = ingest(&env, &w, connections, Duration::from_secs(secs), idle).await?;
 
         report(&w, &produce, reader, &drain, (&http_ceiling, &http_idle), &ingest);
+        report_rebuilds(&w, reader, &rebuilds);
         Ok(())
     })
+}
+
+fn replay_batches() -> Result<Vec<usize>> {
+    std::env::var("BENCH_REPLAY_BATCH")
+        .unwrap_or_else(|_| "10000,100000".into())
+        .split(',')
+        .map(|b| {
+            b.trim()
+                .parse()
+                .context("BENCH_REPLAY_BATCH: batch sizes, comma-separated")
+        })
+        .collect()
+}
+
+fn report_rebuilds(w: &workload::Workload, reader: Duration, rebuilds: &[rebuild::Rebuild]) {
+    let n = w.delivery.len();
+    println!("\n2b. rebuild by replay (`replay --from-beginning --into` an empty database, the same {n} records and one ignored record ending each partition: see README, tansu gaps)");
+    for r in rebuilds {
+        let (u, o, m) = r.tables;
+        let matches = (u as usize, o as usize, m as usize) == expected_counts(w);
+        println!(
+            "  --batch-max {:>6}: {:>9.0} events/s  ({:.2} s from start to exit; replay / reader: {:.0}%)   peak RSS {:.0} MiB   CPU {:.1} s   tables {}",
+            r.batch_max,
+            rate(n, r.elapsed),
+            r.elapsed.as_secs_f64(),
+            100.0 * reader.as_secs_f64() / r.elapsed.as_secs_f64(),
+            r.peak_rss,
+            r.cpu.as_secs_f64(),
+            if matches { "match".to_owned() } else { format!("MISMATCH ({u}, {o}, {m})") }
+        );
+        println!("      {}", r.summary);
+    }
 }
 
 struct Drain {

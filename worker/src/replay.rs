@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -157,6 +156,9 @@ fn plan(consumer: &StreamConsumer, config: &ReplayConfig) -> Result<(TopicPartit
     Ok((starts, ranges))
 }
 
+/// How long the broker may have nothing before a partial batch is written.
+const IDLE_GAP: Duration = Duration::from_millis(200);
+
 /// Replays and returns the summary; `progress(read, total)` is called after every batch.
 pub async fn replay(
     config: &ReplayConfig,
@@ -189,12 +191,14 @@ pub async fn replay(
     };
 
     while ranges.values().any(|r| !r.done) {
-        let mut batch: Vec<OwnedMessage> = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
-        while batch.len() < config.batch_max {
+        // Decoded as they arrive: a batch holds no raw copy of its records.
+        let mut records: Vec<Record> = Vec::new();
+        while records.len() < config.batch_max {
+            // A replay reads a backlog: a batch fills up to --batch-max and is written early
+            // only when the broker has had nothing for a moment (a slow tail, a filtered range).
             let message = tokio::select! {
                 _ = cancel.cancelled() => return Err(Error::Cancelled),
-                _ = tokio::time::sleep_until(deadline), if !batch.is_empty() => break,
+                _ = tokio::time::sleep(IDLE_GAP), if !records.is_empty() => break,
                 m = consumer.recv() => m.map_err(Error::Kafka)?.detach(),
             };
             let key = (message.topic().to_owned(), message.partition());
@@ -214,12 +218,11 @@ pub async fn replay(
                 summary.skipped_by_time += 1;
                 continue;
             }
-            batch.push(message);
+            records.push(decode_record(&message));
             if ranges.values().all(|r| r.done) {
                 break;
             }
         }
-        let records: Vec<Record> = batch.iter().map(decode_record).collect();
         match dry_tx.as_mut() {
             Some(tx) => {
                 for record in &records {
