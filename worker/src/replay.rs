@@ -11,7 +11,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{apply_event, Outcome};
+use crate::apply::{apply_events, Outcome};
 use crate::batch::apply_records;
 use crate::{decode_record, Error, Health, Record, Result};
 
@@ -225,13 +225,14 @@ pub async fn replay(
         }
         match dry_tx.as_mut() {
             Some(tx) => {
-                for record in &records {
-                    match &record.decoded {
-                        Ok((meta, event)) => {
-                            count(&mut summary, apply_event(tx, meta, event).await?)
-                        }
-                        Err(_) => summary.rejected += 1,
-                    }
+                // The batch as the worker writes it, inside the one transaction rolled back.
+                let events: Vec<_> = records
+                    .iter()
+                    .filter_map(|r| r.decoded.as_ref().ok())
+                    .collect();
+                summary.rejected += (records.len() - events.len()) as u64;
+                for outcome in apply_events(tx, &events).await? {
+                    count(&mut summary, outcome);
                 }
             }
             None => {

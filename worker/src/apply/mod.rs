@@ -35,19 +35,6 @@ impl Outcome {
     }
 }
 
-/// Applies one event inside the caller's transaction.
-pub async fn apply_event(
-    conn: &mut PgConnection,
-    meta: &EventMeta,
-    event: &ClerkEvent,
-) -> Result<Outcome> {
-    let events = [(meta.clone(), event.clone())];
-    Ok(apply_events(conn, &events)
-        .await?
-        .pop()
-        .unwrap_or(Outcome::Ignored))
-}
-
 /// A decoded event, owned or borrowed from the record it came in (the worker applies its records
 /// where they are, without a copy).
 pub trait Event: Borrow<(EventMeta, ClerkEvent)> + Sync {}
