@@ -96,8 +96,14 @@ fn main() -> Result<()> {
         let http_idle = load::http_ceiling(&w, 1, idle).await?;
         let ingest = ingest(&env, &w, connections, Duration::from_secs(secs), idle).await?;
 
-        report(&w, &produce, reader, &drain, (&http_ceiling, &http_idle), &ingest);
-        report_rebuilds(&w, reader, &rebuilds);
+        report(
+            &w,
+            &produce,
+            reader,
+            (&drain, &rebuilds),
+            (&http_ceiling, &http_idle),
+            &ingest,
+        );
         Ok(())
     })
 }
@@ -307,7 +313,7 @@ fn report(
     w: &workload::Workload,
     produce: &LoadReport,
     reader: Duration,
-    drain: &Drain,
+    (drain, rebuilds): (&Drain, &[rebuild::Rebuild]),
     (http, http_idle): (&LoadReport, &LoadReport),
     ingest: &Ingest,
 ) {
@@ -333,6 +339,7 @@ fn report(
         "  tables: {u} users, {o} organizations, {m} memberships (Clerk's final state: {eu}, {eo}, {em}: {})",
         if (u as usize, o as usize, m as usize) == (eu, eo, em) { "match" } else { "MISMATCH" }
     );
+    report_rebuilds(w, reader, rebuilds);
 
     let ceiling_rate = http.rate();
     let produce_rate = produce.rate();
