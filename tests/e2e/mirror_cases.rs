@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::harness::TestDb;
 
-const T: i64 = 1_754_560_800_000;
+pub(crate) const T: i64 = 1_754_560_800_000;
 
 fn event(id: &str, event_type: &str, timestamp: i64, data: Value) -> (EventMeta, ClerkEvent) {
     let body = json!({"type": event_type, "object": "event", "timestamp": timestamp, "data": data});
@@ -28,7 +28,12 @@ fn user_data(id: &str, updated_at: i64, first_name: &str) -> Value {
     })
 }
 
-fn user(id: &str, kind: &str, updated_at: i64, first_name: &str) -> (EventMeta, ClerkEvent) {
+pub(crate) fn user(
+    id: &str,
+    kind: &str,
+    updated_at: i64,
+    first_name: &str,
+) -> (EventMeta, ClerkEvent) {
     event(
         &format!("msg_{kind}_{updated_at}"),
         &format!("user.{kind}"),
@@ -37,7 +42,7 @@ fn user(id: &str, kind: &str, updated_at: i64, first_name: &str) -> (EventMeta, 
     )
 }
 
-fn user_deleted(id: &str, at: i64) -> (EventMeta, ClerkEvent) {
+pub(crate) fn user_deleted(id: &str, at: i64) -> (EventMeta, ClerkEvent) {
     event(
         &format!("msg_del_{at}"),
         "user.deleted",
@@ -51,7 +56,7 @@ fn org_data(id: &str, updated_at: i64, name: &str) -> Value {
            "public_metadata": {}, "created_at": T, "updated_at": updated_at})
 }
 
-fn org(id: &str, kind: &str, updated_at: i64, name: &str) -> (EventMeta, ClerkEvent) {
+pub(crate) fn org(id: &str, kind: &str, updated_at: i64, name: &str) -> (EventMeta, ClerkEvent) {
     event(
         &format!("msg_org_{kind}_{updated_at}"),
         &format!("organization.{kind}"),
@@ -60,7 +65,7 @@ fn org(id: &str, kind: &str, updated_at: i64, name: &str) -> (EventMeta, ClerkEv
     )
 }
 
-fn org_deleted(id: &str, at: i64) -> (EventMeta, ClerkEvent) {
+pub(crate) fn org_deleted(id: &str, at: i64) -> (EventMeta, ClerkEvent) {
     event(
         &format!("msg_orgdel_{at}"),
         "organization.deleted",
@@ -70,7 +75,7 @@ fn org_deleted(id: &str, at: i64) -> (EventMeta, ClerkEvent) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn membership(
+pub(crate) fn membership(
     mem_id: &str,
     kind: &str,
     user_id: &str,

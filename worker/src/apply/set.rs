@@ -224,6 +224,7 @@ async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
         SELECT c, '{{}}'::jsonb, {t}, {t}, {t}, now(), {rank}, a, a, ei
         FROM unnest($1::text[], $2::int8[], $3::text[]) AS x(c, a, ei)
         ON CONFLICT (clerk_id) DO UPDATE SET
+            {lock},
             deleted_at = least(u.deleted_at, excluded.deleted_at),
             email = NULL, name = NULL, first_name = NULL, last_name = NULL, username = NULL,
             image_url = NULL, external_id = NULL, public_metadata = '{{}}'::jsonb,
@@ -233,6 +234,7 @@ async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
         "#,
         t = TS("a"),
         rank = Rank::Placeholder.as_i16(),
+        lock = DELETION_LOCK,
     );
     let changed: Vec<String> = sqlx::query_scalar(&sql)
         .bind(&clerk_ids)
@@ -276,6 +278,7 @@ async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
         SELECT c, s, '{{}}'::jsonb, {t}, {t}, {t}, now(), {rank}, a, a, ei
         FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[]) AS x(c, a, s, ei)
         ON CONFLICT (clerk_id) DO UPDATE SET
+            {lock},
             deleted_at = least(o.deleted_at, excluded.deleted_at),
             synced_at = now()
         WHERE o.deleted_at IS NULL OR o.deleted_at > excluded.deleted_at
@@ -283,6 +286,7 @@ async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
         "#,
         t = TS("a"),
         rank = Rank::Placeholder.as_i16(),
+        lock = DELETION_LOCK,
     );
     let changed: Vec<String> = sqlx::query_scalar(&sql)
         .bind(&clerk_ids)
@@ -314,7 +318,14 @@ async fn upsert_memberships(
     let changes: Vec<_> = r.memberships.values().collect();
     // Generation = (created_at, orgmem id): a re-join replaces the row, an older membership
     // changes nothing. deleted_at is the earliest of this membership's own deletion and that
-    // of its user or organization.
+    // of its user or organization. The user and organization rows are read FOR KEY SHARE,
+    // which only a deletion's lock blocks (see `DELETION_LOCK`): while another worker deletes
+    // either, this statement waits and then reads the deleted row; when this batch read them
+    // first, the deletion waits, and its cascade then sees this membership. A plain read would
+    // miss the uncommitted deletion, and the cascade this uncommitted membership: a member of a
+    // deleted user or organization left active. Ordinary updates of users and organizations
+    // take a weaker lock and never wait on these. (Both rows exist: the batch wrote every
+    // membership's user and organization stubs first.)
     let sql = format!(
         r#"
         WITH x AS (
@@ -323,7 +334,8 @@ async fn upsert_memberships(
                 AS x(c, uc, oc, r, p, ca, ua, d, em, ei)
         ), incoming AS (
             SELECT x.*, u.id AS user_id, least({d}, o.deleted_at, u.deleted_at) AS deleted_at
-            FROM x JOIN users u ON u.clerk_id = x.uc LEFT JOIN organizations o ON o.clerk_id = x.oc
+            FROM x JOIN users u ON u.clerk_id = x.uc JOIN organizations o ON o.clerk_id = x.oc
+            FOR KEY SHARE OF u, o
         )
         INSERT INTO org_memberships AS m (clerk_id, user_id, org_id, role, permissions,
             created_at, updated_at, deleted_at, synced_at,
@@ -428,6 +440,11 @@ fn array_literal(items: &[String]) -> String {
     out.push('}');
     out
 }
+
+/// Assigning the unique key (to itself) makes a deletion lock its row FOR UPDATE rather than the
+/// weaker lock of an ordinary update: the one lock a membership's FOR KEY SHARE read waits for.
+/// Postgres picks the lock from the columns assigned, not from whether their values change.
+const DELETION_LOCK: &str = "clerk_id = excluded.clerk_id";
 
 const NEWER_GEN: &str =
     "((excluded.sync_created_ms, excluded.clerk_id) > (m.sync_created_ms, m.clerk_id))";
