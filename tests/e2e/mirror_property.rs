@@ -23,19 +23,44 @@ fn decode(events: &[SimEvent]) -> Vec<(EventMeta, ClerkEvent)> {
         .collect()
 }
 
-#[test]
-fn any_delivery_order_and_duplication_converges_to_clerks_state_in_postgres() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let db = rt.block_on(TestDb::new()).expect("database");
+/// `PROPTEST_CASES` cases (default 200), nothing persisted.
+fn runner() -> TestRunner {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(200);
-    let mut runner = TestRunner::new(Config {
+    TestRunner::new(Config {
         cases,
         failure_persistence: None,
         ..Config::default()
-    });
+    })
+}
+
+/// The tables Clerk's own order produces (the reference model).
+fn clerks_state(history: &[SimEvent]) -> Mirror {
+    let mut expected = Mirror::default();
+    for (meta, event) in decode(history) {
+        expected.apply(&meta, &event);
+    }
+    expected
+}
+
+async fn tables_match(db: &TestDb, expected: &Mirror) -> Result<(), TestCaseError> {
+    let fail = |e: anyhow::Error| TestCaseError::fail(e.to_string());
+    prop_assert_eq!(expected.users(), db.users().await.map_err(fail)?);
+    prop_assert_eq!(expected.orgs(), db.orgs().await.map_err(fail)?);
+    prop_assert_eq!(
+        expected.memberships(),
+        db.memberships().await.map_err(fail)?
+    );
+    Ok(())
+}
+
+#[test]
+fn any_delivery_order_and_duplication_converges_to_clerks_state_in_postgres() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(TestDb::new()).expect("database");
+    let mut runner = runner();
     let strategy = arb_history(30).prop_flat_map(|h| {
         (
             Just(h.clone()),
@@ -45,10 +70,7 @@ fn any_delivery_order_and_duplication_converges_to_clerks_state_in_postgres() {
     });
     let result = runner.run(&strategy, |(history, delivery, batch_size)| {
         rt.block_on(async {
-            let mut expected = Mirror::default();
-            for (meta, event) in decode(&history) {
-                expected.apply(&meta, &event);
-            }
+            let expected = clerks_state(&history);
             db.truncate()
                 .await
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -57,22 +79,7 @@ fn any_delivery_order_and_duplication_converges_to_clerks_state_in_postgres() {
                     .await
                     .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
             }
-            let users = db
-                .users()
-                .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let orgs = db
-                .orgs()
-                .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let memberships = db
-                .memberships()
-                .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(expected.users(), users);
-            prop_assert_eq!(expected.orgs(), orgs);
-            prop_assert_eq!(expected.memberships(), memberships);
-            Ok(())
+            tables_match(&db, &expected).await
         })
     });
     drop(db);
@@ -135,23 +142,12 @@ fn two_workers_applying_their_partitions_at_once_converge_to_clerks_state_in_pos
                 .await
         })
         .expect("workers' pool");
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(200);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = runner();
     let strategy = arb_history(30)
         .prop_flat_map(|h| (Just(h.clone()), arb_delivery(h), 1usize..6, any::<u64>()));
     let result = runner.run(&strategy, |(history, delivery, batch_size, salt)| {
         rt.block_on(async {
-            let mut expected = Mirror::default();
-            for (meta, event) in decode(&history) {
-                expected.apply(&meta, &event);
-            }
+            let expected = clerks_state(&history);
             db.truncate()
                 .await
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -165,22 +161,7 @@ fn two_workers_applying_their_partitions_at_once_converge_to_clerks_state_in_pos
             let (ra, rb) = tokio::join!(worker(&pool, a, batch_size), worker(&pool, b, batch_size));
             ra.map_err(TestCaseError::fail)?;
             rb.map_err(TestCaseError::fail)?;
-            let users = db
-                .users()
-                .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let orgs = db
-                .orgs()
-                .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let memberships = db
-                .memberships()
-                .await
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(expected.users(), users);
-            prop_assert_eq!(expected.orgs(), orgs);
-            prop_assert_eq!(expected.memberships(), memberships);
-            Ok(())
+            tables_match(&db, &expected).await
         })
     });
     rt.block_on(pool.close());
