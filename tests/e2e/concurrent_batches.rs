@@ -45,9 +45,17 @@ async fn race(db: &TestDb, first: Event, second: Event) -> anyhow::Result<()> {
     let mut tx = db.pool.begin().await?;
     apply_events(&mut tx, &[first]).await?;
     let pool = db.pool.clone();
-    let other = tokio::spawn(async move { apply_all(&pool, &[second]).await });
-    // Time for the other batch to reach the rows this one holds: it waits there (or, were the
-    // rows not locked, runs to its end on what it can see).
+    let other = tokio::spawn(async move {
+        // As the worker does: a conflict with the open transaction is retried after a pause.
+        loop {
+            match apply_all(&pool, std::slice::from_ref(&second)).await {
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+                done => return done,
+            }
+        }
+    });
+    // Time for the other batch to reach the rows this one holds: it waits there or retries
+    // (or, were the rows not locked, runs to its end on what it can see).
     tokio::time::sleep(Duration::from_millis(300)).await;
     tx.commit().await?;
     other.await??;

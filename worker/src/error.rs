@@ -20,7 +20,7 @@ impl Error {
     /// are retried with backoff; the rest concern one record and never get better.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Database(e) => database_error_is_transient(e),
+            Error::Database(e) => database_error_is_transient(e) || is_conflict(e),
             Error::Migrate(_) => false,
             Error::Kafka(_) => true,
             Error::Decode(e) => e.is_retryable(),
@@ -32,6 +32,7 @@ impl Error {
     /// A short, stable label for metrics, logs and dead letters.
     pub fn kind(&self) -> &'static str {
         match self {
+            Error::Database(e) if is_conflict(e) => "database_conflict",
             Error::Database(e) if database_error_is_transient(e) => "database_unavailable",
             Error::Database(_) => "database_rejected",
             Error::Migrate(_) => "migration",
@@ -45,6 +46,7 @@ impl Error {
 
 /// Every value [`Error::kind`] can take: the bounded `error_kind` metric label.
 pub const ERROR_KINDS: &[&str] = &[
+    "database_conflict",
     "database_unavailable",
     "database_rejected",
     "migration",
@@ -66,16 +68,19 @@ fn database_error_is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 40001 serialization failure, 40P01 deadlock, 08* connection, 53* resources,
-            // 57P0* shutdown/cannot connect now.
-            code == "40001"
-                || code == "40P01"
-                || code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P0")
+            // 08* connection, 53* resources, 57P0* shutdown/cannot connect now.
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
         }),
         _ => false,
     }
+}
+
+/// Another transaction's rows stood in the way: 40001 serialization failure, 40P01 deadlock,
+/// 55P03 lock not available (a membership meeting another worker's deletion of its user or
+/// organization, see `apply::set`). Retrying the batch settles it.
+fn is_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "55P03")))
 }
 
 impl From<sqlx::Error> for Error {

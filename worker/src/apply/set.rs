@@ -320,12 +320,14 @@ async fn upsert_memberships(
     // changes nothing. deleted_at is the earliest of this membership's own deletion and that
     // of its user or organization. The user and organization rows are read FOR KEY SHARE,
     // which only a deletion's lock blocks (see `DELETION_LOCK`): while another worker deletes
-    // either, this statement waits and then reads the deleted row; when this batch read them
-    // first, the deletion waits, and its cascade then sees this membership. A plain read would
-    // miss the uncommitted deletion, and the cascade this uncommitted membership: a member of a
-    // deleted user or organization left active. Ordinary updates of users and organizations
-    // take a weaker lock and never wait on these. (Both rows exist: the batch wrote every
-    // membership's user and organization stubs first.)
+    // either, this statement fails at once (NOWAIT, 55P03, a conflict) and the batch is retried
+    // after a backoff, when it reads the deleted row; when this batch read them first, the
+    // deletion waits, and its cascade then sees this membership. A plain read would miss the
+    // uncommitted deletion, and the cascade this uncommitted membership: a member of a deleted
+    // user or organization left active. Not waiting keeps two batches that each delete a user
+    // the other's memberships refer to from deadlocking (a 1 s stall each time). Ordinary
+    // updates of users and organizations take a weaker lock and never stop these reads. (Both
+    // rows exist: the batch wrote every membership's user and organization stubs first.)
     let sql = format!(
         r#"
         WITH x AS (
@@ -335,7 +337,7 @@ async fn upsert_memberships(
         ), incoming AS (
             SELECT x.*, u.id AS user_id, least({d}, o.deleted_at, u.deleted_at) AS deleted_at
             FROM x JOIN users u ON u.clerk_id = x.uc JOIN organizations o ON o.clerk_id = x.oc
-            FOR KEY SHARE OF u, o
+            FOR KEY SHARE OF u, o NOWAIT
         )
         INSERT INTO org_memberships AS m (clerk_id, user_id, org_id, role, permissions,
             created_at, updated_at, deleted_at, synced_at,
