@@ -115,3 +115,26 @@ async fn an_organization_deleted_while_another_worker_writes_a_membership_takes_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dry_run_replaying_a_membership_neither_holds_up_nor_fails_on_a_live_deletion_of_its_organization(
+) -> anyhow::Result<()> {
+    let db = known_user_and_org().await?;
+    // The live worker's deletion is open first: the dry run's read of the organization must not
+    // fail on it (a committing batch would, and be retried).
+    let mut live = db.pool.begin().await?;
+    apply_events(&mut live, &[org_deleted("org_1", T + 100)]).await?;
+    let mut dry = db.pool.begin().await?;
+    clerk_sync_worker::apply::apply_events_dry_run(&mut dry, &[joins()]).await?;
+    live.commit().await?;
+    // And a deletion while the dry run is open does not wait for it; were the dry run holding
+    // the organization, this would wait until the rollback below, which never comes first.
+    let deleted = tokio::time::timeout(
+        Duration::from_secs(30),
+        apply_all(&db.pool, &[org_deleted("org_1", T + 90)]),
+    )
+    .await;
+    dry.rollback().await?;
+    deleted.map_err(|_| anyhow::anyhow!("the live deletion waited for the dry run"))??;
+    Ok(())
+}

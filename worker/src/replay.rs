@@ -11,7 +11,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{apply_events, Outcome};
+use crate::apply::{apply_events_dry_run, Outcome};
 use crate::batch::apply_records;
 use crate::{decode_record, Error, Health, Record, Result};
 
@@ -231,7 +231,7 @@ pub async fn replay(
                     .filter_map(|r| r.decoded.as_ref().ok())
                     .collect();
                 summary.rejected += (records.len() - events.len()) as u64;
-                for outcome in apply_events(tx, &events).await? {
+                for outcome in apply_events_dry_run(tx, &events).await? {
                     count(&mut summary, outcome);
                 }
             }

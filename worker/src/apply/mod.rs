@@ -43,6 +43,33 @@ impl<E: Borrow<(EventMeta, ClerkEvent)> + Sync> Event for E {}
 /// Applies a batch inside the caller's transaction: reduced to one change per entity, then
 /// written with a few set-based statements. Returns each event's outcome, in order.
 pub async fn apply_events(conn: &mut PgConnection, events: &[impl Event]) -> Result<Vec<Outcome>> {
+    apply_events_for(conn, events, Intent::Commit).await
+}
+
+/// [`apply_events`] in a transaction the caller will roll back (a dry run): the writes take the
+/// row locks they must, but the reads that only guard committed state against other workers
+/// take none, so a long dry run never fails on a live worker's open deletion and does not hold
+/// up the deletion of an organization. (A membership it inserts still holds its user through
+/// the foreign-key check, as any insert does.)
+pub async fn apply_events_dry_run(
+    conn: &mut PgConnection,
+    events: &[impl Event],
+) -> Result<Vec<Outcome>> {
+    apply_events_for(conn, events, Intent::DryRun).await
+}
+
+/// Whether the transaction applying a batch will commit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Commit,
+    DryRun,
+}
+
+async fn apply_events_for(
+    conn: &mut PgConnection,
+    events: &[impl Event],
+    intent: Intent,
+) -> Result<Vec<Outcome>> {
     // Every statement looks rows up by unique key, a few to a few thousand per batch: nested
     // loops over the indexes. Left to itself the planner hashes whole tables from statistics
     // gathered while they were small (or from a generic plan cached then), which costs 10x.
@@ -53,7 +80,7 @@ pub async fn apply_events(conn: &mut PgConnection, events: &[impl Event]) -> Res
     .execute(&mut *conn)
     .await?;
     let reduced = reduce(events);
-    let changed = set::write(conn, &reduced).await?;
+    let changed = set::write(conn, &reduced, intent).await?;
     outcomes::outcomes(conn, events, &reduced, &changed).await
 }
 

@@ -9,6 +9,7 @@ use clerk_sync_core::Millis;
 use serde_json::Value;
 use sqlx::PgConnection;
 
+use super::Intent;
 use crate::Result;
 
 /// Which rows each statement changed (by Clerk id).
@@ -42,7 +43,7 @@ fn versions<'a>(
     out
 }
 
-pub(super) async fn write(conn: &mut PgConnection, r: &Reduced) -> Result<Changed> {
+pub(super) async fn write(conn: &mut PgConnection, r: &Reduced, intent: Intent) -> Result<Changed> {
     let mut changed = Changed::default();
     if !r.users.is_empty() {
         changed.users = upsert_users(conn, r).await?;
@@ -57,7 +58,7 @@ pub(super) async fn write(conn: &mut PgConnection, r: &Reduced) -> Result<Change
         changed.org_deletions = delete_orgs(conn, r).await?;
     }
     if !r.memberships.is_empty() {
-        changed.memberships = upsert_memberships(conn, r).await?;
+        changed.memberships = upsert_memberships(conn, r, intent).await?;
     }
     Ok(changed)
 }
@@ -314,6 +315,7 @@ async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
 async fn upsert_memberships(
     conn: &mut PgConnection,
     r: &Reduced,
+    intent: Intent,
 ) -> Result<HashMap<String, String>> {
     let changes: Vec<_> = r.memberships.values().collect();
     // Generation = (created_at, orgmem id): a re-join replaces the row, an older membership
@@ -327,7 +329,8 @@ async fn upsert_memberships(
     // user or organization left active. Not waiting keeps two batches that each delete a user
     // the other's memberships refer to from deadlocking (a 1 s stall each time). Ordinary
     // updates of users and organizations take a weaker lock and never stop these reads. (Both
-    // rows exist: the batch wrote every membership's user and organization stubs first.)
+    // rows exist: the batch wrote every membership's user and organization stubs first.) A dry
+    // run reads them without a lock.
     let sql = format!(
         r#"
         WITH x AS (
@@ -337,7 +340,7 @@ async fn upsert_memberships(
         ), incoming AS (
             SELECT x.*, u.id AS user_id, least({d}, o.deleted_at, u.deleted_at) AS deleted_at
             FROM x JOIN users u ON u.clerk_id = x.uc JOIN organizations o ON o.clerk_id = x.oc
-            FOR KEY SHARE OF u, o NOWAIT
+            {guard}
         )
         INSERT INTO org_memberships AS m (clerk_id, user_id, org_id, role, permissions,
             created_at, updated_at, deleted_at, synced_at,
@@ -370,6 +373,11 @@ async fn upsert_memberships(
         newer_gen = NEWER_GEN,
         same_gen = SAME_GEN,
         newer_version = NEWER_VERSION,
+        guard = match intent {
+            Intent::Commit => "FOR KEY SHARE OF u, o NOWAIT",
+            // Nothing a dry run writes is ever seen by another transaction.
+            Intent::DryRun => "",
+        },
     );
     let changed: Vec<(String, String)> = sqlx::query_as(&sql)
         .bind(ids(changes.iter().map(|c| c.row.clerk_id.as_str())))
