@@ -85,6 +85,9 @@ impl Client {
                 .query(&[
                     ("limit", self.config.page_size.to_string()),
                     ("offset", offset.to_string()),
+                    // Offset paging drifts while objects are created: oldest first, so new
+                    // ones land on later pages. All three listings take `±created_at`
+                    // (Clerk's Backend API reference: users, organizations, instance memberships).
                     ("order_by", "+created_at".to_owned()),
                 ])
                 .send()

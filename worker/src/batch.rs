@@ -59,8 +59,7 @@ pub async fn apply_records(
                 indexes.push(index);
             }
             Err(e) => {
-                warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
-                      error_kind = e.kind(), error = %error_chain(e), "undecodable record");
+                warn_undecodable(record, e);
                 poison.push(Poison {
                     index,
                     failure: failure(e, 1, now_ms()),
@@ -133,6 +132,12 @@ pub async fn apply_records(
     }
     poison.sort_by_key(|p| p.index);
     Ok((report, poison))
+}
+
+/// Logs a record that cannot be decoded, with where it is in the log.
+pub(crate) fn warn_undecodable(record: &Record, e: &Error) {
+    warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
+          error_kind = e.kind(), error = %error_chain(e), "undecodable record");
 }
 
 /// A range split in two, the first half last (it is popped first: records keep their order).

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply_events_dry_run, Outcome};
-use crate::batch::apply_records;
+use crate::batch::{apply_records, warn_undecodable};
 use crate::{decode_record, Error, Health, Record, Result};
 
 /// Where a replay starts.
@@ -226,11 +226,16 @@ pub async fn replay(
         match dry_tx.as_mut() {
             Some(tx) => {
                 // The batch as the worker writes it, inside the one transaction rolled back.
-                let events: Vec<_> = records
-                    .iter()
-                    .filter_map(|r| r.decoded.as_ref().ok())
-                    .collect();
-                summary.rejected += (records.len() - events.len()) as u64;
+                let mut events = Vec::with_capacity(records.len());
+                for record in &records {
+                    match &record.decoded {
+                        Ok(event) => events.push(event),
+                        Err(e) => {
+                            warn_undecodable(record, e);
+                            summary.rejected += 1;
+                        }
+                    }
+                }
                 for outcome in apply_events_dry_run(tx, &events).await? {
                     count(&mut summary, outcome);
                 }
