@@ -3,6 +3,7 @@
 
 pub mod backfill;
 pub mod cli;
+pub mod compare;
 pub mod dlq;
 pub mod local;
 pub mod logging;

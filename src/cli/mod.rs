@@ -2,6 +2,7 @@
 
 mod args;
 mod backfill;
+mod compare;
 mod dev;
 mod dlq;
 mod ingest;
@@ -53,6 +54,9 @@ pub enum Command {
     Backfill(backfill::BackfillArgs),
     /// Re-apply records from the Kafka log (from the beginning, a time or an offset).
     Replay(replay::ReplayArgs),
+    /// Compare the synced tables of DATABASE_URL with another database (e.g. a rebuild); exit 0
+    /// when they match.
+    Compare(compare::CompareArgs),
     /// Exit 0 when a URL answers 2xx (container health checks).
     Probe(probe::ProbeArgs),
     /// Run the whole pipeline locally: broker, Postgres, migrations, ingest and worker.
@@ -72,6 +76,7 @@ impl Command {
             Command::Dev(_) => "dev",
             Command::Probe(_) => "probe",
             Command::Replay(_) => "replay",
+            Command::Compare(_) => "compare",
             Command::Backfill(_) => "backfill",
         }
     }
@@ -88,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args, shutdown_token()).await,
         Command::Probe(args) => probe::run(args).await,
         Command::Replay(args) => replay::run(args, shutdown_token()).await,
+        Command::Compare(args) => compare::run(args).await,
         Command::Backfill(args) => backfill::run(args).await,
     }
 }

@@ -4,6 +4,7 @@ mod harness;
 
 mod attacks;
 mod backfill;
+mod compare;
 mod concurrent_batches;
 mod deploy_artifacts;
 mod deploy_config;

@@ -1,0 +1,246 @@
+//! Comparing the synced tables of two databases, e.g. a rebuild by `replay --into` against the
+//! live tables: row by row by Clerk id, over the contract's columns. The internal `id`s (each
+//! database generates its own) and the `sync_`/`synced_at` bookkeeping are left out.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+/// One synced table: its rows as (key, contract columns), in byte order of the key.
+struct Table {
+    name: &'static str,
+    query: &'static str,
+}
+
+const TABLES: [Table; 3] = [
+    Table {
+        name: "users",
+        query: r#"SELECT clerk_id COLLATE "C" AS k, jsonb_build_object(
+            'email', email, 'name', name, 'first_name', first_name, 'last_name', last_name,
+            'username', username, 'image_url', image_url, 'external_id', external_id,
+            'public_metadata', public_metadata, 'created_at', created_at,
+            'updated_at', updated_at, 'deleted_at', deleted_at) AS v
+            FROM users ORDER BY 1"#,
+    },
+    Table {
+        name: "organizations",
+        query: r#"SELECT clerk_id COLLATE "C" AS k, jsonb_build_object(
+            'name', name, 'slug', slug, 'image_url', image_url,
+            'public_metadata', public_metadata, 'created_at', created_at,
+            'updated_at', updated_at, 'deleted_at', deleted_at) AS v
+            FROM organizations ORDER BY 1"#,
+    },
+    // Keyed as its Kafka records are (organization:user), the user by Clerk id.
+    Table {
+        name: "org_memberships",
+        query: r#"SELECT (m.org_id || ':' || u.clerk_id) COLLATE "C" AS k, jsonb_build_object(
+            'clerk_id', m.clerk_id, 'role', m.role, 'permissions', m.permissions,
+            'created_at', m.created_at, 'updated_at', m.updated_at,
+            'deleted_at', m.deleted_at) AS v
+            FROM org_memberships m JOIN users u ON u.id = m.user_id ORDER BY 1"#,
+    },
+];
+
+/// Rows fetched per round trip: memory stays bounded whatever the tables hold.
+const PAGE: usize = 2_000;
+
+/// A row that is not the same on both sides.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Difference {
+    OnlyHere(String),
+    OnlyThere(String),
+    /// The columns that differ, each with its value here and there.
+    Differs {
+        key: String,
+        columns: Vec<(String, Value, Value)>,
+    },
+}
+
+/// One table compared.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableReport {
+    pub table: &'static str,
+    pub rows_here: u64,
+    pub rows_there: u64,
+    pub only_here: u64,
+    pub only_there: u64,
+    pub differing: u64,
+    /// The first differences, in key order (at most the `examples` asked for).
+    pub examples: Vec<Difference>,
+}
+
+impl TableReport {
+    pub fn differences(&self) -> u64 {
+        self.only_here + self.only_there + self.differing
+    }
+
+    fn record(&mut self, difference: Difference, examples: usize) {
+        match &difference {
+            Difference::OnlyHere(_) => self.only_here += 1,
+            Difference::OnlyThere(_) => self.only_there += 1,
+            Difference::Differs { .. } => self.differing += 1,
+        }
+        if self.examples.len() < examples {
+            self.examples.push(difference);
+        }
+    }
+}
+
+/// One side's rows of a table, read through a cursor a page at a time.
+struct Side<'c> {
+    conn: &'c mut PgConnection,
+    rows: VecDeque<(String, Value)>,
+    exhausted: bool,
+    count: u64,
+}
+
+impl Side<'_> {
+    async fn next(&mut self) -> Result<Option<(String, Value)>> {
+        if self.rows.is_empty() && !self.exhausted {
+            let page: Vec<(String, Value)> =
+                sqlx::query_as(&format!("FETCH {PAGE} FROM clerk_sync_compare"))
+                    .persistent(false)
+                    .fetch_all(&mut *self.conn)
+                    .await?;
+            self.exhausted = page.len() < PAGE;
+            self.rows.extend(page);
+        }
+        let row = self.rows.pop_front();
+        self.count += u64::from(row.is_some());
+        Ok(row)
+    }
+}
+
+/// Opens a read-only snapshot: the three tables are read as of one moment on each side.
+async fn snapshot(conn: &mut PgConnection) -> Result<()> {
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL TIME ZONE 'UTC'")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn open<'c>(conn: &'c mut PgConnection, table: &Table) -> Result<Side<'c>> {
+    sqlx::raw_sql(&format!(
+        "DECLARE clerk_sync_compare NO SCROLL CURSOR FOR {}",
+        table.query
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(Side {
+        conn,
+        rows: VecDeque::new(),
+        exhausted: false,
+        count: 0,
+    })
+}
+
+async fn close(side: Side<'_>) -> Result<u64> {
+    sqlx::raw_sql("CLOSE clerk_sync_compare")
+        .execute(&mut *side.conn)
+        .await?;
+    Ok(side.count)
+}
+
+/// Compares every synced table of `here` with `there`, keeping up to `examples` differences
+/// per table. Reads both in key order side by side, so memory does not grow with the tables.
+pub async fn compare(
+    here: &mut PgConnection,
+    there: &mut PgConnection,
+    examples: usize,
+) -> Result<Vec<TableReport>> {
+    snapshot(here).await.context("DATABASE_URL")?;
+    snapshot(there).await.context("--with")?;
+    let mut reports = Vec::new();
+    for table in &TABLES {
+        let mut report = TableReport {
+            table: table.name,
+            ..TableReport::default()
+        };
+        let mut a = open(here, table)
+            .await
+            .with_context(|| format!("DATABASE_URL: reading {}", table.name))?;
+        let mut b = open(there, table)
+            .await
+            .with_context(|| format!("--with: reading {}", table.name))?;
+        let (mut x, mut y) = (a.next().await?, b.next().await?);
+        loop {
+            let order = match (&x, &y) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((k, _)), Some((l, _))) => k.cmp(l),
+            };
+            match order {
+                Ordering::Less => {
+                    let (key, _) = x.take().unwrap_or_default();
+                    report.record(Difference::OnlyHere(key), examples);
+                    x = a.next().await?;
+                }
+                Ordering::Greater => {
+                    let (key, _) = y.take().unwrap_or_default();
+                    report.record(Difference::OnlyThere(key), examples);
+                    y = b.next().await?;
+                }
+                Ordering::Equal => {
+                    let ((key, ours), (_, theirs)) =
+                        (x.take().unwrap_or_default(), y.take().unwrap_or_default());
+                    let columns = differing_columns(&ours, &theirs);
+                    if !columns.is_empty() {
+                        report.record(Difference::Differs { key, columns }, examples);
+                    }
+                    x = a.next().await?;
+                    y = b.next().await?;
+                }
+            }
+        }
+        report.rows_here = close(a).await?;
+        report.rows_there = close(b).await?;
+        reports.push(report);
+    }
+    for conn in [here, there] {
+        sqlx::raw_sql("ROLLBACK").execute(conn).await?;
+    }
+    Ok(reports)
+}
+
+/// The columns whose values differ, in name order.
+fn differing_columns(here: &Value, there: &Value) -> Vec<(String, Value, Value)> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        here.as_object().unwrap_or(&empty),
+        there.as_object().unwrap_or(&empty),
+    );
+    let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (x, y) = (
+                a.get(name).cloned().unwrap_or(Value::Null),
+                b.get(name).cloned().unwrap_or(Value::Null),
+            );
+            (x != y).then(|| (name.clone(), x, y))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::differing_columns;
+
+    #[test]
+    fn only_the_columns_that_differ_are_named_and_key_order_does_not_matter() {
+        let here = json!({"name": "Acme", "slug": "acme", "public_metadata": {"a": 1, "b": 2}});
+        let there = json!({"public_metadata": {"b": 2, "a": 1}, "slug": "acme-2", "name": "Acme"});
+        assert_eq!(
+            differing_columns(&here, &there),
+            vec![("slug".to_owned(), json!("acme"), json!("acme-2"))]
+        );
+    }
+}
