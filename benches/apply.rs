@@ -14,7 +14,7 @@ use clerk_sync_worker::apply::apply_all;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 #[path = "common/process_stats.rs"]
 mod process_stats;
@@ -365,6 +365,27 @@ fn seconds(runs: &[Run]) -> String {
         .join("/")
 }
 
+/// Whether a contender's tables hold exactly the ceiling's rows (`clerk-sync compare`): the
+/// comparison is only fair if they do.
+async fn versus_ceiling_rows(admin: &str, name: &str) -> String {
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    let mut ceiling = PgConnection::connect(&format!("{base}/bench_ceiling"))
+        .await
+        .expect("connect");
+    let mut other = PgConnection::connect(&format!("{base}/{name}"))
+        .await
+        .expect("connect");
+    let reports = clerk_sync::compare::compare(&mut ceiling, &mut other, 0)
+        .await
+        .expect("compare");
+    let differences: u64 = reports.iter().map(|r| r.differences()).sum();
+    if differences == 0 {
+        "its tables: the ceiling's rows exactly (clerk-sync compare)".to_owned()
+    } else {
+        format!("its tables: {differences} rows differ from the ceiling's (clerk-sync compare)")
+    }
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_EVENTS")
         .ok()
@@ -400,7 +421,8 @@ fn main() {
             batches.iter().map(|&b| rows_changed_in_batches(&w, b)).collect();
         let mut ceilings = Vec::new();
         let mut batch_runs: Vec<Vec<Run>> = vec![Vec::new(); batches.len()];
-        for _ in 0..runs {
+        let mut same_rows = vec![String::new(); batches.len()];
+        for round in 0..runs {
             let pool = fresh_database(&admin, "bench_ceiling").await;
             ceilings.push(timed(ceiling(&pool, &w)).await);
             pool.close().await;
@@ -408,6 +430,9 @@ fn main() {
                 let pool = fresh_database(&admin, "bench_batch").await;
                 batch_runs[i].push(timed(batch_apply(&pool, &w, batch)).await);
                 pool.close().await;
+                if round + 1 == runs {
+                    same_rows[i] = versus_ceiling_rows(&admin, "bench_batch").await;
+                }
             }
         }
         let naive_s = if with_naive {
@@ -433,7 +458,9 @@ fn main() {
                 naive_s / ceiling_s
             );
         }
-        for ((&batch, times), &rows) in batches.iter().zip(batch_runs).zip(&rows_written) {
+        for (((&batch, times), &rows), same_rows) in
+            batches.iter().zip(batch_runs).zip(&rows_written).zip(&same_rows)
+        {
             let ratios: Vec<f64> = ceilings
                 .iter()
                 .zip(&times)
@@ -451,7 +478,7 @@ fn main() {
                 ratios.iter().map(|r| format!("{:.0}%", 100.0 * r)).collect::<Vec<_>>().join(" "),
             );
             println!(
-                "      rows its batches change: {rows} ({:+.0}% against the {final_rows} the ceiling writes once)",
+                "      rows its batches change: {rows} ({:+.0}% against the {final_rows} the ceiling writes once); {same_rows}",
                 100.0 * (rows as f64 / final_rows as f64 - 1.0),
             );
         }
