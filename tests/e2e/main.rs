@@ -9,6 +9,7 @@ mod concurrent_batches;
 mod deploy_artifacts;
 mod deploy_config;
 mod failures;
+mod lock_order;
 mod mirror_cases;
 mod mirror_property;
 mod observability;

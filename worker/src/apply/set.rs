@@ -1,10 +1,10 @@
 //! A reduced batch written with a few set-based statements (`unnest` arrays), one row per entity
 //! per statement. The statements are the SQL form of `clerk_sync_core::mirror`'s rules.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use clerk_sync_core::mirror::{Rank, Version};
-use clerk_sync_core::reduce::Reduced;
+use clerk_sync_core::mirror::{OrgRow, Rank, UserRow, Version};
+use clerk_sync_core::reduce::{Deletion, Reduced, Winner};
 use clerk_sync_core::Millis;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -30,32 +30,22 @@ fn ids<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     keys.collect()
 }
 
-fn versions<'a>(
-    vs: impl Iterator<Item = &'a Version>,
-) -> (Vec<i16>, Vec<i64>, Vec<i64>, Vec<&'a str>) {
-    let mut out = (vec![], vec![], vec![], vec![]);
-    for v in vs {
-        out.0.push(v.rank.as_i16());
-        out.1.push(v.at.get());
-        out.2.push(v.event_at.get());
-        out.3.push(v.event_id.as_str());
-    }
-    out
-}
-
+/// Writes a reduced batch. Each table's new rows are all inserted by its one upsert pass, in key
+/// order (the deletions' placeholders included), before the deletion passes erase rows: two
+/// batches then meet on any new row in the same order and never deadlock on them.
 pub(super) async fn write(conn: &mut PgConnection, r: &Reduced, intent: Intent) -> Result<Changed> {
     let mut changed = Changed::default();
-    if !r.users.is_empty() {
-        changed.users = upsert_users(conn, r).await?;
+    if !r.users.is_empty() || !r.user_deletions.is_empty() {
+        (changed.users, changed.user_deletions) = upsert_users(conn, r).await?;
     }
-    if !r.orgs.is_empty() {
-        changed.orgs = upsert_orgs(conn, r).await?;
+    if !r.orgs.is_empty() || !r.org_deletions.is_empty() {
+        (changed.orgs, changed.org_deletions) = upsert_orgs(conn, r).await?;
     }
     if !r.user_deletions.is_empty() {
-        changed.user_deletions = delete_users(conn, r).await?;
+        changed.user_deletions.extend(delete_users(conn, r).await?);
     }
     if !r.org_deletions.is_empty() {
-        changed.org_deletions = delete_orgs(conn, r).await?;
+        changed.org_deletions.extend(delete_orgs(conn, r).await?);
     }
     if !r.memberships.is_empty() {
         changed.memberships = upsert_memberships(conn, r, intent).await?;
@@ -63,21 +53,94 @@ pub(super) async fn write(conn: &mut PgConnection, r: &Reduced, intent: Intent) 
     Ok(changed)
 }
 
-async fn upsert_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
-    let rows: Vec<_> = r.users.values().map(|w| &w.row).collect();
-    let (rank, version_ms, event_ms, event_id) = versions(r.users.values().map(|w| &w.version));
-    // A deleted user stays erased, whatever version arrives later.
+/// A row offered to a table's upsert pass: a winner's row, or a deletion's placeholder (what a
+/// deletion leaves where the table holds no row yet; where it does, the offer only locks it).
+enum Offer<'a, R> {
+    Row(&'a Winner<R>),
+    Placeholder(&'a Deletion),
+}
+
+impl<'a, R> Offer<'a, R> {
+    fn row(&self) -> Option<&'a R> {
+        match self {
+            Offer::Row(w) => Some(&w.row),
+            Offer::Placeholder(_) => None,
+        }
+    }
+}
+
+/// Every row a batch may insert into a table, in key order: the winners, and a placeholder for
+/// each deletion of an entity no winner covers. Inserting the deletions' placeholders in the
+/// same sorted pass as everything else is what keeps two batches from deadlocking: one batch's
+/// deletion of a user unknown so far and another's stub of that user (offered by a membership)
+/// would otherwise take the same new rows in different passes, i.e. in different orders.
+fn offers<'a, K: Ord + AsRef<str>, R>(
+    winners: &'a BTreeMap<K, Winner<R>>,
+    deletions: &'a BTreeMap<K, Deletion>,
+) -> Vec<(&'a str, Offer<'a, R>)> {
+    let mut offers: Vec<(&str, Offer<'_, R>)> = winners
+        .iter()
+        .map(|(k, w)| (k.as_ref(), Offer::Row(w)))
+        .chain(
+            deletions
+                .iter()
+                .filter(|(k, _)| !winners.contains_key(*k))
+                .map(|(k, d)| (k.as_ref(), Offer::Placeholder(d))),
+        )
+        .collect();
+    offers.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    offers
+}
+
+/// The clerk ids an upsert pass changed, split into rows (winners) and deletions' placeholders.
+fn split_changed<R>(
+    offers: &[(&str, Offer<'_, R>)],
+    changed: Vec<String>,
+) -> (HashSet<String>, HashSet<String>) {
+    let placeholders: HashSet<&str> = offers
+        .iter()
+        .filter(|(_, o)| matches!(o, Offer::Placeholder(_)))
+        .map(|(k, _)| *k)
+        .collect();
+    changed
+        .into_iter()
+        .partition(|id| !placeholders.contains(id.as_str()))
+}
+
+/// Writes the batch's users: winners under the version guard, and a placeholder (a tombstone)
+/// for each deleted user the table does not hold yet (the rows of the others are locked).
+/// Returns the users changed and the deletions whose placeholder was inserted.
+async fn upsert_users(
+    conn: &mut PgConnection,
+    r: &Reduced,
+) -> Result<(HashSet<String>, HashSet<String>)> {
+    let offers = offers(&r.users, &r.user_deletions);
+    let empty = Value::Object(serde_json::Map::new());
+    let text = |f: fn(&UserRow) -> Option<&str>| -> Vec<Option<&str>> {
+        offers.iter().map(|(_, o)| o.row().and_then(f)).collect()
+    };
+    let mut columns = PlaceholderColumns::default();
+    for (_, offer) in &offers {
+        match offer {
+            Offer::Row(w) => columns.push_row(w.row.created_at, w.row.updated_at, &w.version),
+            Offer::Placeholder(d) => columns.push_placeholder(d),
+        }
+    }
+    // A deleted user stays erased, whatever version arrives later. A placeholder is inserted
+    // where no row is; where one is, it changes nothing (the deletion pass below erases the row)
+    // but locks it here, in key order with the rest of the pass.
     let sql = format!(
         r#"
         INSERT INTO users AS u (clerk_id, email, name, first_name, last_name, username, image_url,
-            external_id, public_metadata, created_at, updated_at, synced_at,
+            external_id, public_metadata, created_at, updated_at, deleted_at, synced_at,
             sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
-        SELECT c, e, n, f, l, un, img, ext, md, {ca}, {ua}, now(), rk, vm, em, ei
+        SELECT c, e, n, f, l, un, img, ext, md, {ca}, {ua}, {d}, now(), rk, vm, em, ei
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                     $8::text[], $9::jsonb[], $10::int8[], $11::int8[], $12::int2[], $13::int8[],
-                    $14::int8[], $15::text[])
-             AS x(c, e, n, f, l, un, img, ext, md, ca, ua, rk, vm, em, ei)
-        WHERE NOT EXISTS (SELECT 1 FROM users h WHERE h.clerk_id = x.c
+                    $14::int8[], $15::text[], $16::int8[])
+             AS x(c, e, n, f, l, un, img, ext, md, ca, ua, rk, vm, em, ei, d)
+        WHERE x.d IS NOT NULL
+           OR NOT EXISTS (SELECT 1 FROM users h WHERE h.clerk_id = x.c
                           AND (h.sync_rank, h.sync_version_ms, h.sync_event_ms, h.sync_event_id)
                               >= (x.rk, x.vm, x.em, x.ei))
         ON CONFLICT (clerk_id) DO UPDATE SET
@@ -97,71 +160,110 @@ async fn upsert_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
             sync_version_ms = excluded.sync_version_ms,
             sync_event_ms = excluded.sync_event_ms,
             sync_event_id = excluded.sync_event_id
-        WHERE (excluded.sync_rank, excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id)
-            > (u.sync_rank, u.sync_version_ms, u.sync_event_ms, u.sync_event_id)
+        WHERE excluded.deleted_at IS NULL
+            AND (excluded.sync_rank, excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id)
+                > (u.sync_rank, u.sync_version_ms, u.sync_event_ms, u.sync_event_id)
         RETURNING clerk_id
         "#,
         ca = TS("ca"),
         ua = TS("ua"),
+        d = TS("d"),
     );
     let changed: Vec<String> = sqlx::query_scalar(&sql)
-        .bind(ids(rows.iter().map(|u| u.clerk_id.as_str())))
-        .bind(rows.iter().map(|u| u.email.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|u| u.name.as_deref()).collect::<Vec<_>>())
+        .bind(offers.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+        .bind(text(|u| u.email.as_deref()))
+        .bind(text(|u| u.name.as_deref()))
+        .bind(text(|u| u.first_name.as_deref()))
+        .bind(text(|u| u.last_name.as_deref()))
+        .bind(text(|u| u.username.as_deref()))
+        .bind(text(|u| u.image_url.as_deref()))
+        .bind(text(|u| u.external_id.as_deref()))
         .bind(
-            rows.iter()
-                .map(|u| u.first_name.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|u| u.last_name.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|u| u.username.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|u| u.image_url.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|u| u.external_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|u| &u.public_metadata)
+            offers
+                .iter()
+                .map(|(_, o)| o.row().map_or(&empty, |u| &u.public_metadata))
                 .collect::<Vec<&Value>>(),
         )
-        .bind(rows.iter().map(|u| u.created_at.get()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|u| u.updated_at.get()).collect::<Vec<_>>())
-        .bind(rank)
-        .bind(version_ms)
-        .bind(event_ms)
-        .bind(event_id)
+        .bind(&columns.created_at)
+        .bind(&columns.updated_at)
+        .bind(&columns.rank)
+        .bind(&columns.version_ms)
+        .bind(&columns.event_ms)
+        .bind(&columns.event_id)
+        .bind(&columns.deleted_at)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(changed.into_iter().collect())
+    Ok(split_changed(&offers, changed))
 }
 
-async fn upsert_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
-    let rows: Vec<_> = r.orgs.values().map(|w| &w.row).collect();
-    let (rank, version_ms, event_ms, event_id) = versions(r.orgs.values().map(|w| &w.version));
-    // A deleted organization keeps its last known fields; only deleted_at is final.
+/// The columns a winner and a deletion's placeholder both fill, as the upsert binds them.
+#[derive(Default)]
+struct PlaceholderColumns<'a> {
+    created_at: Vec<i64>,
+    updated_at: Vec<i64>,
+    rank: Vec<i16>,
+    version_ms: Vec<i64>,
+    event_ms: Vec<i64>,
+    event_id: Vec<&'a str>,
+    deleted_at: Vec<Option<i64>>,
+}
+
+impl<'a> PlaceholderColumns<'a> {
+    fn push_row(&mut self, created_at: Millis, updated_at: Millis, v: &'a Version) {
+        self.created_at.push(created_at.get());
+        self.updated_at.push(updated_at.get());
+        self.rank.push(v.rank.as_i16());
+        self.version_ms.push(v.at.get());
+        self.event_ms.push(v.event_at.get());
+        self.event_id.push(v.event_id.as_str());
+        self.deleted_at.push(None);
+    }
+
+    /// A deletion seen first leaves a placeholder: its time stands in for every time until a
+    /// real version fills them, and it ranks below any version.
+    fn push_placeholder(&mut self, d: &'a Deletion) {
+        let at = d.at.get();
+        self.created_at.push(at);
+        self.updated_at.push(at);
+        self.rank.push(Rank::Placeholder.as_i16());
+        self.version_ms.push(at);
+        self.event_ms.push(at);
+        self.event_id.push(d.version.event_id.as_str());
+        self.deleted_at.push(Some(at));
+    }
+}
+
+/// Writes the batch's organizations as [`upsert_users`] writes users: winners under the version
+/// guard, a placeholder for each deleted organization the table does not hold yet.
+async fn upsert_orgs(
+    conn: &mut PgConnection,
+    r: &Reduced,
+) -> Result<(HashSet<String>, HashSet<String>)> {
+    let offers = offers(&r.orgs, &r.org_deletions);
+    let empty = Value::Object(serde_json::Map::new());
+    let text = |f: fn(&OrgRow) -> Option<&str>| -> Vec<Option<&str>> {
+        offers.iter().map(|(_, o)| o.row().and_then(f)).collect()
+    };
+    let mut columns = PlaceholderColumns::default();
+    for (_, offer) in &offers {
+        match offer {
+            Offer::Row(w) => columns.push_row(w.row.created_at, w.row.updated_at, &w.version),
+            Offer::Placeholder(d) => columns.push_placeholder(d),
+        }
+    }
+    // A deleted organization keeps its last known fields; only deleted_at is final (set by the
+    // deletion pass, or by a placeholder, which is what a deletion seen first leaves).
     let sql = format!(
         r#"
         INSERT INTO organizations AS o (clerk_id, name, slug, image_url, public_metadata,
-            created_at, updated_at, synced_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
-        SELECT c, n, s, img, md, {ca}, {ua}, now(), rk, vm, em, ei
+            created_at, updated_at, deleted_at, synced_at,
+            sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
+        SELECT c, n, s, img, md, {ca}, {ua}, {d}, now(), rk, vm, em, ei
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int8[],
-                    $7::int8[], $8::int2[], $9::int8[], $10::int8[], $11::text[])
-             AS x(c, n, s, img, md, ca, ua, rk, vm, em, ei)
-        WHERE NOT EXISTS (SELECT 1 FROM organizations h WHERE h.clerk_id = x.c
+                    $7::int8[], $8::int2[], $9::int8[], $10::int8[], $11::text[], $12::int8[])
+             AS x(c, n, s, img, md, ca, ua, rk, vm, em, ei, d)
+        WHERE x.d IS NOT NULL
+           OR NOT EXISTS (SELECT 1 FROM organizations h WHERE h.clerk_id = x.c
                           AND (h.sync_rank, h.sync_version_ms, h.sync_event_ms, h.sync_event_id)
                               >= (x.rk, x.vm, x.em, x.ei))
         ON CONFLICT (clerk_id) DO UPDATE SET
@@ -176,36 +278,44 @@ async fn upsert_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
             sync_version_ms = excluded.sync_version_ms,
             sync_event_ms = excluded.sync_event_ms,
             sync_event_id = excluded.sync_event_id
-        WHERE (excluded.sync_rank, excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id)
-            > (o.sync_rank, o.sync_version_ms, o.sync_event_ms, o.sync_event_id)
+        WHERE excluded.deleted_at IS NULL
+            AND (excluded.sync_rank, excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id)
+                > (o.sync_rank, o.sync_version_ms, o.sync_event_ms, o.sync_event_id)
         RETURNING clerk_id
         "#,
         ca = TS("ca"),
         ua = TS("ua"),
+        d = TS("d"),
     );
     let changed: Vec<String> = sqlx::query_scalar(&sql)
-        .bind(ids(rows.iter().map(|o| o.clerk_id.as_str())))
-        .bind(rows.iter().map(|o| o.name.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|o| o.slug.as_deref()).collect::<Vec<_>>())
+        .bind(offers.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+        .bind(text(|o| o.name.as_deref()))
         .bind(
-            rows.iter()
-                .map(|o| o.image_url.as_deref())
+            offers
+                .iter()
+                .map(|(_, o)| match o {
+                    Offer::Row(w) => w.row.slug.as_deref(),
+                    Offer::Placeholder(d) => d.slug.as_deref(),
+                })
                 .collect::<Vec<_>>(),
         )
+        .bind(text(|o| o.image_url.as_deref()))
         .bind(
-            rows.iter()
-                .map(|o| &o.public_metadata)
+            offers
+                .iter()
+                .map(|(_, o)| o.row().map_or(&empty, |o| &o.public_metadata))
                 .collect::<Vec<&Value>>(),
         )
-        .bind(rows.iter().map(|o| o.created_at.get()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|o| o.updated_at.get()).collect::<Vec<_>>())
-        .bind(rank)
-        .bind(version_ms)
-        .bind(event_ms)
-        .bind(event_id)
+        .bind(&columns.created_at)
+        .bind(&columns.updated_at)
+        .bind(&columns.rank)
+        .bind(&columns.version_ms)
+        .bind(&columns.event_ms)
+        .bind(&columns.event_id)
+        .bind(&columns.deleted_at)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(changed.into_iter().collect())
+    Ok(split_changed(&offers, changed))
 }
 
 async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
@@ -216,8 +326,8 @@ async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
         .values()
         .map(|d| d.version.event_id.as_str())
         .collect();
-    // A deletion seen first leaves a placeholder tombstone; its times stand in until a real
-    // version fills them.
+    // The upsert pass has inserted a placeholder for every deleted user the table did not hold;
+    // inserting one here too only matters should that pass have been skipped.
     let sql = format!(
         r#"
         INSERT INTO users AS u (clerk_id, public_metadata, created_at, updated_at, deleted_at,
