@@ -119,13 +119,7 @@ async fn upsert_users(
     let text = |f: fn(&UserRow) -> Option<&str>| -> Vec<Option<&str>> {
         offers.iter().map(|(_, o)| o.row().and_then(f)).collect()
     };
-    let mut columns = PlaceholderColumns::default();
-    for (_, offer) in &offers {
-        match offer {
-            Offer::Row(w) => columns.push_row(w.row.created_at, w.row.updated_at, &w.version),
-            Offer::Placeholder(d) => columns.push_placeholder(d),
-        }
-    }
+    let columns = PlaceholderColumns::of(&offers, |u: &UserRow| (u.created_at, u.updated_at));
     // A deleted user stays erased, whatever version arrives later. A placeholder is inserted
     // where no row is; where one is, it changes nothing (the deletion pass below erases the row)
     // but locks it here, in key order with the rest of the pass.
@@ -209,6 +203,21 @@ struct PlaceholderColumns<'a> {
 }
 
 impl<'a> PlaceholderColumns<'a> {
+    /// The columns of every offer, a row's times read by `times`.
+    fn of<R>(offers: &[(&str, Offer<'a, R>)], times: impl Fn(&R) -> (Millis, Millis)) -> Self {
+        let mut columns = PlaceholderColumns::default();
+        for (_, offer) in offers {
+            match offer {
+                Offer::Row(w) => {
+                    let (created_at, updated_at) = times(&w.row);
+                    columns.push_row(created_at, updated_at, &w.version);
+                }
+                Offer::Placeholder(d) => columns.push_placeholder(d),
+            }
+        }
+        columns
+    }
+
     fn push_row(&mut self, created_at: Millis, updated_at: Millis, v: &'a Version) {
         self.created_at.push(created_at.get());
         self.updated_at.push(updated_at.get());
@@ -244,13 +253,7 @@ async fn upsert_orgs(
     let text = |f: fn(&OrgRow) -> Option<&str>| -> Vec<Option<&str>> {
         offers.iter().map(|(_, o)| o.row().and_then(f)).collect()
     };
-    let mut columns = PlaceholderColumns::default();
-    for (_, offer) in &offers {
-        match offer {
-            Offer::Row(w) => columns.push_row(w.row.created_at, w.row.updated_at, &w.version),
-            Offer::Placeholder(d) => columns.push_placeholder(d),
-        }
-    }
+    let columns = PlaceholderColumns::of(&offers, |o: &OrgRow| (o.created_at, o.updated_at));
     // A deleted organization keeps its last known fields; only deleted_at is final (set by the
     // deletion pass, or by a placeholder, which is what a deletion seen first leaves).
     let sql = format!(
