@@ -136,6 +136,13 @@ fn report_rebuilds(w: &workload::Workload, reader: Duration, rebuilds: &[rebuild
             r.cpu.as_secs_f64(),
             if matches { "match".to_owned() } else { format!("MISMATCH ({u}, {o}, {m})") }
         );
+        println!(
+            "      against the drained worker's tables (clerk-sync compare): {}",
+            match r.versus_drain {
+                0 => "the same rows exactly".to_owned(),
+                n => format!("{n} rows differ"),
+            }
+        );
         println!("      {}", r.summary);
     }
 }

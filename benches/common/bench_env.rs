@@ -138,11 +138,24 @@ impl BenchEnv {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await?;
+        Ok(self.database_url(name))
+    }
+
+    /// The URL of a database next to DATABASE_URL's.
+    pub fn database_url(&self, name: &str) -> String {
         let base = self
             .admin_db
             .rsplit_once('/')
             .map_or(self.admin_db.as_str(), |(b, _)| b);
-        Ok(format!("{base}/{name}"))
+        format!("{base}/{name}")
+    }
+
+    /// How many rows differ between two databases' synced tables (`clerk-sync compare`).
+    pub async fn rows_differing(&self, a: &str, b: &str) -> Result<u64> {
+        let mut a = PgConnection::connect(a).await?;
+        let mut b = PgConnection::connect(b).await?;
+        let reports = clerk_sync::compare::compare(&mut a, &mut b, 0).await?;
+        Ok(reports.iter().map(|r| r.differences()).sum())
     }
 
     /// Records the group has committed past, over all this run's partitions.

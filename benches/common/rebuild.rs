@@ -15,6 +15,8 @@ pub struct Rebuild {
     pub cpu: Duration,
     pub peak_rss: f64,
     pub tables: (i64, i64, i64),
+    /// Rows that differ from the drained worker's tables (`clerk-sync compare`).
+    pub versus_drain: u64,
     /// The replay's own summary line.
     pub summary: String,
 }
@@ -89,5 +91,8 @@ pub async fn rebuild(env: &BenchEnv, batch_max: usize) -> Result<Rebuild> {
         cpu,
         peak_rss,
         tables: env.table_counts(&db).await?,
+        versus_drain: env
+            .rows_differing(&env.database_url("bench_drain"), &db)
+            .await?,
     })
 }
