@@ -9,7 +9,7 @@ use clerk_sync_worker::apply::{apply_all, apply_events};
 use sqlx::{Connection, PgConnection};
 
 use crate::harness::TestDb;
-use crate::mirror_cases::{membership, user, user_deleted, T};
+use crate::mirror_cases::{membership, org, org_deleted, user, user_deleted, T};
 
 type Event = (EventMeta, ClerkEvent);
 
@@ -26,6 +26,19 @@ BEGIN
 END $$;
 CREATE TRIGGER pause_before_user_b BEFORE INSERT ON users
     FOR EACH ROW EXECUTE FUNCTION pause_before_user_b();
+"#;
+
+/// Pauses a session that asks for it at its first membership update, holding that row.
+const PAUSE_MEMBERSHIP_UPDATE: &str = r#"
+CREATE FUNCTION pause_membership_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('clerk_sync_test.pause', true) = 'on' THEN
+        PERFORM pg_advisory_xact_lock_shared(4242);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER pause_membership_update BEFORE UPDATE ON org_memberships
+    FOR EACH ROW EXECUTE FUNCTION pause_membership_update();
 "#;
 
 async fn connect(db: &TestDb) -> anyhow::Result<(PgConnection, i32)> {
@@ -160,4 +173,76 @@ async fn a_batch_redelivering_a_deletion_and_another_stubbing_the_same_user_neve
 ) -> anyhow::Result<()> {
     // user_a is known only by an earlier deletion: the stub overwrites its placeholder.
     stubs_and_a_deletion_meet(&[user_deleted("user_a", T + 1)]).await
+}
+
+#[tokio::test]
+async fn a_batch_deleting_two_members_and_another_deleting_their_organization_never_deadlock(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    apply_all(
+        &db.pool,
+        &[
+            user("user_1", "created", T, "Ada"),
+            user("user_2", "created", T, "Bo"),
+            org("org_1", "created", T, "Acme"),
+        ],
+    )
+    .await?;
+    // user_2's membership first: the table's own order is not the users'.
+    for (id, member, at) in [("orgmem_2", "user_2", T + 1), ("orgmem_1", "user_1", T + 2)] {
+        let joins = membership(id, "created", member, "org_1", "org:member", T, T, at);
+        apply_all(&db.pool, &[joins]).await?;
+    }
+    sqlx::raw_sql(PAUSE_MEMBERSHIP_UPDATE)
+        .execute(&db.pool)
+        .await?;
+    let (mut control, _) = connect(&db).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(PAUSE_KEY)
+        .execute(&mut control)
+        .await?;
+
+    // One worker deletes the organization and stops at the first membership it ends.
+    let (mut orgs, orgs_pid) = connect(&db).await?;
+    sqlx::raw_sql("SET clerk_sync_test.pause = 'on'")
+        .execute(&mut orgs)
+        .await?;
+    let first = tokio::spawn(async move {
+        let mut tx = orgs.begin().await?;
+        apply_events(&mut tx, &[org_deleted("org_1", T + 100)]).await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    });
+    until_waiting(&db, orgs_pid, "advisory").await?;
+
+    // The other deletes both users, ending their memberships too.
+    let (mut users, users_pid) = connect(&db).await?;
+    let second = tokio::spawn(async move {
+        let mut tx = users.begin().await?;
+        apply_events(
+            &mut tx,
+            &[
+                user_deleted("user_1", T + 90),
+                user_deleted("user_2", T + 90),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    });
+    until_waiting(&db, users_pid, "transactionid").await?;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(PAUSE_KEY)
+        .execute(&mut control)
+        .await?;
+
+    let finish = Duration::from_secs(30);
+    tokio::time::timeout(finish, first).await???;
+    tokio::time::timeout(finish, second).await???;
+    assert_eq!(
+        db.count("SELECT count(*) FROM org_memberships WHERE deleted_at IS NOT NULL")
+            .await,
+        2
+    );
+    Ok(())
 }

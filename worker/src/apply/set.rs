@@ -31,8 +31,9 @@ fn ids<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 /// Writes a reduced batch. Each table's new rows are all inserted by its one upsert pass, in key
-/// order (the deletions' placeholders included), before the deletion passes erase rows: two
-/// batches then meet on any new row in the same order and never deadlock on them.
+/// order (the deletions' placeholders included), before the deletion passes erase rows, and the
+/// deletions' memberships are ended in one pass in key order: two batches then take any rows
+/// they share in the same order and never deadlock on them.
 pub(super) async fn write(conn: &mut PgConnection, r: &Reduced, intent: Intent) -> Result<Changed> {
     let mut changed = Changed::default();
     if !r.users.is_empty() || !r.user_deletions.is_empty() {
@@ -46,6 +47,9 @@ pub(super) async fn write(conn: &mut PgConnection, r: &Reduced, intent: Intent) 
     }
     if !r.org_deletions.is_empty() {
         changed.org_deletions.extend(delete_orgs(conn, r).await?);
+    }
+    if !r.user_deletions.is_empty() || !r.org_deletions.is_empty() {
+        cascade_deletions(conn, r).await?;
     }
     if !r.memberships.is_empty() {
         changed.memberships = upsert_memberships(conn, r, intent).await?;
@@ -323,7 +327,7 @@ async fn upsert_orgs(
 
 async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
     let clerk_ids = ids(r.user_deletions.keys().map(|k| k.as_str()));
-    let at: Vec<i64> = r.user_deletions.values().map(|d| d.at.get()).collect();
+    let at = deletion_times(&r.user_deletions);
     let event_ids: Vec<&str> = r
         .user_deletions
         .values()
@@ -356,25 +360,12 @@ async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
         .bind(&event_ids)
         .fetch_all(&mut *conn)
         .await?;
-    let cascade = format!(
-        r#"
-        UPDATE org_memberships m SET deleted_at = least(m.deleted_at, {t}), synced_at = now()
-        FROM unnest($1::text[], $2::int8[]) AS x(c, a) JOIN users u ON u.clerk_id = x.c
-        WHERE m.user_id = u.id AND (m.deleted_at IS NULL OR m.deleted_at > {t})
-        "#,
-        t = TS("x.a"),
-    );
-    sqlx::query(&cascade)
-        .bind(&clerk_ids)
-        .bind(&at)
-        .execute(&mut *conn)
-        .await?;
     Ok(changed.into_iter().collect())
 }
 
 async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<String>> {
     let clerk_ids = ids(r.org_deletions.keys().map(|k| k.as_str()));
-    let at: Vec<i64> = r.org_deletions.values().map(|d| d.at.get()).collect();
+    let at = deletion_times(&r.org_deletions);
     let slugs: Vec<Option<&str>> = r
         .org_deletions
         .values()
@@ -409,20 +400,50 @@ async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
         .bind(&event_ids)
         .fetch_all(&mut *conn)
         .await?;
-    let cascade = format!(
+    Ok(changed.into_iter().collect())
+}
+
+fn deletion_times<K>(deletions: &BTreeMap<K, Deletion>) -> Vec<i64> {
+    deletions.values().map(|d| d.at.get()).collect()
+}
+
+/// Ends the memberships of the batch's deleted users and organizations, each at the earliest
+/// of those deletions, in one statement that locks them in key order first: a batch deleting
+/// users and another deleting an organization they belong to meet on the same memberships,
+/// and would deadlock if each took them in its own order (by user, by organization).
+async fn cascade_deletions(conn: &mut PgConnection, r: &Reduced) -> Result<()> {
+    let sql = format!(
         r#"
-        UPDATE org_memberships m SET deleted_at = least(m.deleted_at, {t}), synced_at = now()
-        FROM unnest($1::text[], $2::int8[]) AS x(c, a)
-        WHERE m.org_id = x.c AND (m.deleted_at IS NULL OR m.deleted_at > {t})
+        WITH hit AS (
+            SELECT m.id, x.a
+            FROM unnest($1::text[], $2::int8[]) AS x(c, a)
+                JOIN users u ON u.clerk_id = x.c JOIN org_memberships m ON m.user_id = u.id
+            UNION ALL
+            SELECT m.id, y.a
+            FROM unnest($3::text[], $4::int8[]) AS y(c, a)
+                JOIN org_memberships m ON m.org_id = y.c
+        ), earliest AS (
+            SELECT id, min(a) AS a FROM hit GROUP BY id
+        ), target AS (
+            SELECT m.id, e.a FROM earliest e JOIN org_memberships m ON m.id = e.id
+            WHERE m.deleted_at IS NULL OR m.deleted_at > {t}
+            ORDER BY m.user_id, m.org_id
+            FOR NO KEY UPDATE OF m
+        )
+        UPDATE org_memberships m SET deleted_at = least(m.deleted_at, {target_t}), synced_at = now()
+        FROM target WHERE m.id = target.id
         "#,
-        t = TS("x.a"),
+        t = TS("e.a"),
+        target_t = TS("target.a"),
     );
-    sqlx::query(&cascade)
-        .bind(&clerk_ids)
-        .bind(&at)
+    sqlx::query(&sql)
+        .bind(ids(r.user_deletions.keys().map(|k| k.as_str())))
+        .bind(deletion_times(&r.user_deletions))
+        .bind(ids(r.org_deletions.keys().map(|k| k.as_str())))
+        .bind(deletion_times(&r.org_deletions))
         .execute(&mut *conn)
         .await?;
-    Ok(changed.into_iter().collect())
+    Ok(())
 }
 
 async fn upsert_memberships(
