@@ -66,6 +66,43 @@ async fn until_waiting(db: &TestDb, pid: i32, kind: &str) -> anyhow::Result<()> 
     anyhow::bail!("backend {pid} never waited on {kind}")
 }
 
+/// Applies `paused` in a session whose trigger stops it (holding what it has locked so far),
+/// then `other` until it waits for the first, then lets go: both must commit.
+async fn meet(db: &TestDb, paused: Vec<Event>, other: Vec<Event>) -> anyhow::Result<()> {
+    let (mut control, _) = connect(db).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(PAUSE_KEY)
+        .execute(&mut control)
+        .await?;
+    let (mut first_conn, first_pid) = connect(db).await?;
+    sqlx::raw_sql("SET clerk_sync_test.pause = 'on'")
+        .execute(&mut first_conn)
+        .await?;
+    let first = tokio::spawn(async move {
+        let mut tx = first_conn.begin().await?;
+        apply_events(&mut tx, &paused).await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    });
+    until_waiting(db, first_pid, "advisory").await?;
+    let (mut second_conn, second_pid) = connect(db).await?;
+    let second = tokio::spawn(async move {
+        let mut tx = second_conn.begin().await?;
+        apply_events(&mut tx, &other).await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    });
+    until_waiting(db, second_pid, "transactionid").await?;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(PAUSE_KEY)
+        .execute(&mut control)
+        .await?;
+    let finish = Duration::from_secs(30);
+    tokio::time::timeout(finish, first).await???;
+    tokio::time::timeout(finish, second).await???;
+    Ok(())
+}
+
 /// One batch stubs user_a and user_b (memberships) and is paused before user_b's stub; the
 /// other creates user_b and deletes user_a. The second must wait for user_a before it holds
 /// user_b: had it taken user_b first, each batch would now wait for the other.
@@ -75,72 +112,18 @@ async fn stubs_and_a_deletion_meet(before: &[Event]) -> anyhow::Result<()> {
         apply_all(&db.pool, before).await?;
     }
     sqlx::raw_sql(PAUSE).execute(&db.pool).await?;
-    let (mut control, _) = connect(&db).await?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(PAUSE_KEY)
-        .execute(&mut control)
-        .await?;
-
     // One worker: memberships of both users. It writes their stubs in key order and stops
-    // before user_b's.
-    let (mut members, members_pid) = connect(&db).await?;
-    sqlx::raw_sql("SET clerk_sync_test.pause = 'on'")
-        .execute(&mut members)
-        .await?;
-    let stubs = [
-        membership(
-            "orgmem_a",
-            "created",
-            "user_a",
-            "org_1",
-            "org:member",
-            T,
-            T,
-            T + 5,
-        ),
-        membership(
-            "orgmem_b",
-            "created",
-            "user_b",
-            "org_1",
-            "org:member",
-            T,
-            T,
-            T + 6,
-        ),
+    // before user_b's. The other creates user_b and deletes user_a.
+    let stub = |u: &str, at| {
+        let id = format!("orgmem_{u}");
+        membership(&id, "created", u, "org_1", "org:member", T, T, at)
+    };
+    let stubs = vec![stub("user_a", T + 5), stub("user_b", T + 6)];
+    let writes = vec![
+        user("user_b", "created", T + 10, "Bea"),
+        user_deleted("user_a", T + 20),
     ];
-    let first = tokio::spawn(async move {
-        let mut tx = members.begin().await?;
-        apply_events(&mut tx, &stubs).await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    });
-    until_waiting(&db, members_pid, "advisory").await?;
-
-    // The other: creates user_b and deletes user_a.
-    let (mut users, users_pid) = connect(&db).await?;
-    let second = tokio::spawn(async move {
-        let mut tx = users.begin().await?;
-        apply_events(
-            &mut tx,
-            &[
-                user("user_b", "created", T + 10, "Bea"),
-                user_deleted("user_a", T + 20),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    });
-    until_waiting(&db, users_pid, "transactionid").await?;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(PAUSE_KEY)
-        .execute(&mut control)
-        .await?;
-
-    let finish = Duration::from_secs(30);
-    tokio::time::timeout(finish, first).await???;
-    tokio::time::timeout(finish, second).await???;
+    meet(&db, stubs, writes).await?;
     let users: Vec<(String, Option<String>, bool)> = sqlx::query_as(
         "SELECT clerk_id, first_name, deleted_at IS NOT NULL FROM users ORDER BY clerk_id",
     )
@@ -196,49 +179,17 @@ async fn a_batch_deleting_two_members_and_another_deleting_their_organization_ne
     sqlx::raw_sql(PAUSE_MEMBERSHIP_UPDATE)
         .execute(&db.pool)
         .await?;
-    let (mut control, _) = connect(&db).await?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(PAUSE_KEY)
-        .execute(&mut control)
-        .await?;
-
-    // One worker deletes the organization and stops at the first membership it ends.
-    let (mut orgs, orgs_pid) = connect(&db).await?;
-    sqlx::raw_sql("SET clerk_sync_test.pause = 'on'")
-        .execute(&mut orgs)
-        .await?;
-    let first = tokio::spawn(async move {
-        let mut tx = orgs.begin().await?;
-        apply_events(&mut tx, &[org_deleted("org_1", T + 100)]).await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    });
-    until_waiting(&db, orgs_pid, "advisory").await?;
-
-    // The other deletes both users, ending their memberships too.
-    let (mut users, users_pid) = connect(&db).await?;
-    let second = tokio::spawn(async move {
-        let mut tx = users.begin().await?;
-        apply_events(
-            &mut tx,
-            &[
-                user_deleted("user_1", T + 90),
-                user_deleted("user_2", T + 90),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        anyhow::Ok(())
-    });
-    until_waiting(&db, users_pid, "transactionid").await?;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(PAUSE_KEY)
-        .execute(&mut control)
-        .await?;
-
-    let finish = Duration::from_secs(30);
-    tokio::time::timeout(finish, first).await???;
-    tokio::time::timeout(finish, second).await???;
+    // One worker deletes the organization and stops at the first membership it ends; the
+    // other deletes both users, ending their memberships too.
+    meet(
+        &db,
+        vec![org_deleted("org_1", T + 100)],
+        vec![
+            user_deleted("user_1", T + 90),
+            user_deleted("user_2", T + 90),
+        ],
+    )
+    .await?;
     assert_eq!(
         db.count("SELECT count(*) FROM org_memberships WHERE deleted_at IS NOT NULL")
             .await,
