@@ -191,6 +191,17 @@ fn count(report: &mut BatchReport, topic: &str, meta: &EventMeta, outcome: Outco
     }
 }
 
+/// The pause before retrying: a tenth of the backoff's for a conflict with another worker (its
+/// transaction ends within a batch's time: 10 ms, growing), the backoff's own otherwise (an
+/// outage: 100 ms, growing to 30 s).
+fn retry_delay(conflict: bool, backoff: Duration) -> Duration {
+    if conflict {
+        backoff / 10
+    } else {
+        backoff
+    }
+}
+
 /// Retries transient failures with capped exponential backoff and jitter, without limit, until
 /// success, a permanent error, or cancellation. Marks the worker degraded while retrying.
 pub(crate) async fn with_retry<T, F, Fut>(
@@ -210,6 +221,7 @@ where
     let retried = op
         .retry(policy)
         .when(|e: &Error| e.is_retryable() && !cancel.is_cancelled())
+        .adjust(|e: &Error, delay| delay.map(|d| retry_delay(e.is_conflict(), d)))
         .notify(|e: &Error, delay| {
             health.set_retrying(true);
             health.metrics.retries.with_label_values(&[e.kind()]).inc();
@@ -224,3 +236,17 @@ where
 }
 
 pub use clerk_sync_core::error_chain;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retry_delay;
+
+    #[test]
+    fn a_conflict_with_another_worker_is_retried_ten_times_sooner_than_an_outage() {
+        let backoff = Duration::from_millis(100);
+        assert_eq!(retry_delay(true, backoff), Duration::from_millis(10));
+        assert_eq!(retry_delay(false, backoff), backoff);
+    }
+}

@@ -29,6 +29,12 @@ impl Error {
         }
     }
 
+    /// Another transaction's rows stood in the way (deadlock, serialization failure, a lock
+    /// not available): they clear within a batch's time, unlike an outage.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Database(e) if is_conflict(e))
+    }
+
     /// A short, stable label for metrics, logs and dead letters.
     pub fn kind(&self) -> &'static str {
         match self {
