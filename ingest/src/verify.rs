@@ -45,20 +45,20 @@ pub struct UnverifiedWebhook {
 /// makes one, so nothing unverified can reach the publisher.
 #[derive(Debug, Clone)]
 pub struct VerifiedWebhook {
-    id: String,
-    timestamp: String,
+    // The request's own headers: the id and timestamp are read where they are (no copies).
+    headers: HeaderMap,
     body: Bytes,
 }
 
 impl VerifiedWebhook {
     /// The Svix message id: the event's identity, stable across retries.
     pub fn id(&self) -> &str {
-        &self.id
+        header(&self.headers, "svix-id", "webhook-id").unwrap_or_default()
     }
 
     /// `svix-timestamp` as sent (unix seconds).
     pub fn timestamp(&self) -> &str {
-        &self.timestamp
+        header(&self.headers, "svix-timestamp", "webhook-timestamp").unwrap_or_default()
     }
 
     /// The exact bytes that were verified.
@@ -111,7 +111,6 @@ impl UnverifiedWebhook {
             });
         }
         // The svix crate's own window is fixed at five minutes; ours is configurable.
-        let id = header(&self.headers, "svix-id", "webhook-id").unwrap_or_default();
         let timestamp =
             header(&self.headers, "svix-timestamp", "webhook-timestamp").unwrap_or_default();
         let sent: u64 = timestamp
@@ -122,8 +121,7 @@ impl UnverifiedWebhook {
             return Err(ApiError::Stale);
         }
         Ok(VerifiedWebhook {
-            id: id.to_owned(),
-            timestamp: timestamp.to_owned(),
+            headers: self.headers,
             body: self.body,
         })
     }
