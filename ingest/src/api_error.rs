@@ -22,6 +22,8 @@ pub enum ApiError {
     },
     /// Verified, but not a Clerk event envelope (or a synced event without its entity id).
     BadPayload(String),
+    /// The request was not done within the request timeout (a slow client, usually).
+    Timeout,
     /// The broker did not take the record in time: Svix will retry.
     Unavailable {
         retry_after: Duration,
@@ -38,6 +40,7 @@ impl ApiError {
             ApiError::BadPayload(_) => "bad_payload",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Overloaded => "overloaded",
+            ApiError::Timeout => "timeout",
         }
     }
 
@@ -77,6 +80,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "too many requests in flight; retry later".to_owned(),
+            ),
+            ApiError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request was not received in time".to_owned(),
             ),
         }
     }

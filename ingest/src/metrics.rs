@@ -13,6 +13,7 @@ pub const OUTCOMES: &[&str] = &[
     "bad_payload",
     "unavailable",
     "overloaded",
+    "timeout",
 ];
 
 /// Ingest's metrics, registered in a registry the caller owns (no global state).

@@ -33,14 +33,8 @@ pub struct AppState {
 /// `POST /webhooks/clerk`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 pub fn router(state: AppState) -> Router {
     let limit = state.body_limit;
-    let timeout = state.request_timeout;
     Router::new()
-        .route(
-            "/webhooks/clerk",
-            post(receive)
-                .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-                .layer(axum::middleware::map_response(explain_timeout)),
-        )
+        .route("/webhooks/clerk", post(receive))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -52,20 +46,6 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
-}
-
-/// The timeout layer answers with an empty body: give it the same JSON shape as every error.
-async fn explain_timeout(response: axum::response::Response) -> axum::response::Response {
-    if response.status() != StatusCode::REQUEST_TIMEOUT {
-        return response;
-    }
-    (
-        StatusCode::REQUEST_TIMEOUT,
-        Json(
-            json!({"error": "request_timeout", "message": "the request was not received in time"}),
-        ),
-    )
-        .into_response()
 }
 
 impl FromRequest<AppState> for VerifiedWebhook {
@@ -87,17 +67,22 @@ impl FromRequest<AppState> for VerifiedWebhook {
     }
 }
 
-/// Sheds load before reading the body, then verifies, publishes and answers.
+/// Sheds load before reading the body, then verifies, publishes and answers, all within the
+/// request timeout (body upload included: a slow client gets 408). The timeout is kept here,
+/// not in a layer, so a request cut off is still counted and leaves the in-flight gauge.
 async fn receive(State(state): State<AppState>, request: Request) -> Result<Answer, ApiError> {
     let started = Instant::now();
     let result = match state.in_flight.clone().try_acquire_owned() {
         Err(_) => Err(ApiError::Overloaded),
         Ok(_permit) => {
-            state.metrics.in_flight.inc();
-            let webhook = VerifiedWebhook::from_request(request, &state).await;
-            let result = handle(&state, webhook).await;
-            state.metrics.in_flight.dec();
-            result
+            let _in_flight = Gauged::new(&state.metrics.in_flight);
+            let handled = async {
+                let webhook = VerifiedWebhook::from_request(request, &state).await;
+                handle(&state, webhook).await
+            };
+            tokio::time::timeout(state.request_timeout, handled)
+                .await
+                .unwrap_or(Err(ApiError::Timeout))
         }
     };
     let outcome = match &result {
@@ -111,6 +96,22 @@ async fn receive(State(state): State<AppState>, request: Request) -> Result<Answ
         .with_label_values(&[outcome])
         .observe(started.elapsed().as_secs_f64());
     result.map(Answer)
+}
+
+/// Counts one request in a gauge for as long as it lives (also when its future is dropped).
+struct Gauged<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Gauged<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Gauged(gauge)
+    }
+}
+
+impl Drop for Gauged<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// A success answer, `{"status": …}`: one static body per outcome, nothing built per request.

@@ -315,3 +315,45 @@ async fn the_workers_readiness_follows_broker_reachability() -> anyhow::Result<(
     eventually("ready again", WAIT, || ready(200)).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_request_cut_off_by_the_timeout_is_counted_and_leaves_nothing_in_flight(
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[("REQUEST_TIMEOUT_MS", "1000")]).await?;
+    let addr = ingest.base.trim_start_matches("http://").to_owned();
+    // A body announced but never finished.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+    stream
+        .write_all(
+            b"POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n{\"type\":",
+        )
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await??;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains(r#""error":"request_timeout""#),
+        "{answer}"
+    );
+    let text = scrape(&ingest.base).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"clerk_sync_ingest_requests_total{outcome="timeout"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "clerk_sync_ingest_in_flight_requests"),
+        Some(0.0),
+        "{text}"
+    );
+    Ok(())
+}
