@@ -10,13 +10,13 @@ use crate::compare::{compare, Difference, TableReport};
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// The database to compare with (e.g. one rebuilt by `replay --into`).
-    #[arg(long = "with", value_name = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long = "with", value_name = "URL", hide_env_values = true)]
     pub other: Secret,
     /// The database compared (usually the live one).
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Secret,
     /// Rows listed per table.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10)]
     pub show: usize,
     /// Print the values that differ (names, email addresses: personal data), not only the columns.
     #[arg(long)]
