@@ -14,7 +14,7 @@ use clerk_sync_worker::apply::apply_all;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 
 #[path = "common/process_stats.rs"]
 mod process_stats;
@@ -369,16 +369,12 @@ fn seconds(runs: &[Run]) -> String {
 /// comparison is only fair if they do.
 async fn versus_ceiling_rows(admin: &str, name: &str) -> String {
     let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-    let mut ceiling = PgConnection::connect(&format!("{base}/bench_ceiling"))
-        .await
-        .expect("connect");
-    let mut other = PgConnection::connect(&format!("{base}/{name}"))
-        .await
-        .expect("connect");
-    let reports = clerk_sync::compare::compare(&mut ceiling, &mut other, 0)
-        .await
-        .expect("compare");
-    let differences: u64 = reports.iter().map(|r| r.differences()).sum();
+    let differences = clerk_sync::compare::rows_differing(
+        &format!("{base}/bench_ceiling"),
+        &format!("{base}/{name}"),
+    )
+    .await
+    .expect("compare");
     if differences == 0 {
         "its tables: the ceiling's rows exactly (clerk-sync compare)".to_owned()
     } else {

@@ -206,6 +206,16 @@ pub async fn compare(
     Ok(reports)
 }
 
+/// How many rows differ between the synced tables of two databases, given by URL (the
+/// benchmarks' check that contenders end with the same rows).
+pub async fn rows_differing(here: &str, there: &str) -> Result<u64> {
+    use sqlx::Connection;
+    let mut here = PgConnection::connect(here).await?;
+    let mut there = PgConnection::connect(there).await?;
+    let reports = compare(&mut here, &mut there, 0).await?;
+    Ok(reports.iter().map(TableReport::differences).sum())
+}
+
 /// The columns whose values differ, in name order.
 fn differing_columns(here: &Value, there: &Value) -> Vec<(String, Value, Value)> {
     let empty = serde_json::Map::new();

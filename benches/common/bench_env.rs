@@ -150,14 +150,6 @@ impl BenchEnv {
         format!("{base}/{name}")
     }
 
-    /// How many rows differ between two databases' synced tables (`clerk-sync compare`).
-    pub async fn rows_differing(&self, a: &str, b: &str) -> Result<u64> {
-        let mut a = PgConnection::connect(a).await?;
-        let mut b = PgConnection::connect(b).await?;
-        let reports = clerk_sync::compare::compare(&mut a, &mut b, 0).await?;
-        Ok(reports.iter().map(|r| r.differences()).sum())
-    }
-
     /// Records the group has committed past, over all this run's partitions.
     pub async fn committed(&self, group: &str) -> Result<i64> {
         let config = self.client_config(group);
