@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::harness::{Ingest, TestDb, TestKafka, WorkerProcess};
 
-fn repo_file(path: &str) -> String {
+pub(crate) fn repo_file(path: &str) -> String {
     let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
@@ -50,18 +50,17 @@ fn referenced(text: &str) -> BTreeSet<String> {
     out
 }
 
-#[tokio::test]
-async fn dashboards_and_alerts_use_only_metrics_the_binaries_export() -> anyhow::Result<()> {
+/// What ingest's and the worker's `/metrics` offer, one text after the other (the worker's once
+/// its lag gauges have appeared).
+pub(crate) async fn scrapes() -> anyhow::Result<String> {
     let db = TestDb::new().await?;
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[]).await?;
     let worker = WorkerProcess::start(&db, &kafka).await?;
-    let mut metrics = exported(
-        &reqwest::get(format!("{}/metrics", ingest.base))
-            .await?
-            .text()
-            .await?,
-    );
+    let ingest_metrics = reqwest::get(format!("{}/metrics", ingest.base))
+        .await?
+        .text()
+        .await?;
     // Lag gauges appear after the worker's first measurement.
     let worker_metrics =
         crate::harness::eventually("lag gauges", crate::pipeline::WAIT, || async {
@@ -75,7 +74,12 @@ async fn dashboards_and_alerts_use_only_metrics_the_binaries_export() -> anyhow:
                 .then_some(text)
         })
         .await;
-    metrics.extend(exported(&worker_metrics));
+    Ok(format!("{ingest_metrics}\n{worker_metrics}"))
+}
+
+#[tokio::test]
+async fn dashboards_and_alerts_use_only_metrics_the_binaries_export() -> anyhow::Result<()> {
+    let metrics = exported(&scrapes().await?);
 
     let alerts = repo_file("deploy/prometheus/alerts.yml");
     let scrape = repo_file("deploy/prometheus/prometheus.yml");

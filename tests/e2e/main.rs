@@ -8,6 +8,7 @@ mod compare;
 mod concurrent_batches;
 mod deploy_artifacts;
 mod deploy_config;
+mod deploy_queries;
 mod failures;
 mod lock_order;
 mod mirror_cases;
