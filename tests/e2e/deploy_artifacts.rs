@@ -3,12 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::harness::{Ingest, TestDb, TestKafka, WorkerProcess};
-
-pub(crate) fn repo_file(path: &str) -> String {
-    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
+use crate::harness::{repo_file, Ingest, TestDb, TestKafka, WorkerProcess};
 
 /// Metric names a scrape offers, histogram series included.
 fn exported(text: &str) -> BTreeSet<String> {

@@ -5,12 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_norway::Value;
 
-use crate::harness::{Ingest, TestDb, TestKafka, WorkerProcess};
-
-fn repo_file(path: &str) -> String {
-    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
+use crate::harness::{repo_file, Ingest, TestDb, TestKafka, WorkerProcess};
 
 fn yaml(path: &str) -> Value {
     serde_norway::from_str(&repo_file(path))

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr, LabelModifier};
 
-use crate::deploy_artifacts::{repo_file, scrapes};
+use crate::deploy_artifacts::scrapes;
+use crate::harness::repo_file;
 
 /// Every series of a scrape, by metric name: each one's labels.
 type Series = BTreeMap<String, Vec<BTreeMap<String, String>>>;

@@ -9,6 +9,7 @@ mod concurrent_batches;
 mod deploy_artifacts;
 mod deploy_config;
 mod deploy_queries;
+mod docker_context;
 mod failures;
 mod lock_order;
 mod mirror_cases;

@@ -20,6 +20,12 @@ pub use kafka::TestKafka;
 pub use process::{clerk_sync, post_all, run_cli, Ingest, WorkerProcess, STDERR_FILE};
 pub use signing::{fixture, signed_post, TEST_SECRET};
 
+/// A file of the repository, by its path from the root.
+pub fn repo_file(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`. A bounded wait, not a
 /// timing assertion.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
