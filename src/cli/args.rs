@@ -102,7 +102,16 @@ pub struct DatabaseArgs {
     /// Maximum connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
+    /// Longest a statement waits for a row lock (an application's open transaction, another
+    /// worker's batch) before its batch is given up and retried, in milliseconds; 0 waits
+    /// without limit.
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT_MS", default_value_t = DEFAULT_LOCK_TIMEOUT_MS)]
+    pub database_lock_timeout_ms: u32,
 }
+
+/// Long enough for any batch of another worker to end (seconds at most), short enough that a
+/// lock held by something else shows in the logs and metrics twice a minute.
+pub const DEFAULT_LOCK_TIMEOUT_MS: u32 = 30_000;
 
 impl DatabaseArgs {
     pub async fn connect(&self) -> Result<PgPool> {
@@ -111,9 +120,23 @@ impl DatabaseArgs {
             .expose()
             .parse()
             .context("DATABASE_URL: expected a postgres:// URL")?;
+        let lock_timeout = self.database_lock_timeout_ms;
+        if i32::try_from(lock_timeout).is_err() {
+            bail!("DATABASE_LOCK_TIMEOUT_MS: expected at most {} (milliseconds; 0 waits without limit)", i32::MAX);
+        }
+        // Set on each session rather than in the startup packet, which poolers such as
+        // PgBouncer refuse. Migrations lift it on their own connection (see `migrate`).
         PgPoolOptions::new()
             .max_connections(self.database_max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&format!("SET lock_timeout = {lock_timeout}"))
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
+            })
             .connect_with(options)
             .await
             .context("DATABASE_URL: cannot connect to the database")

@@ -114,6 +114,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     let database = DatabaseArgs {
         database_url: database_url.clone(),
         database_max_connections: 10,
+        database_lock_timeout_ms: super::args::DEFAULT_LOCK_TIMEOUT_MS,
     };
     let pool = database.connect().await?;
     clerk_sync_worker::migrate(&pool)

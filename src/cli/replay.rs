@@ -100,6 +100,7 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
     let database = DatabaseArgs {
         database_url: url,
         database_max_connections: 4,
+        database_lock_timeout_ms: super::args::DEFAULT_LOCK_TIMEOUT_MS,
     };
     let pool = database.connect().await?;
     clerk_sync_worker::migrate(&pool)

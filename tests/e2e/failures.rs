@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    eventually, post_all, run_cli, signed_post, sim, Ingest, TestDb, TestKafka, WorkerProcess,
-    STDERR_FILE, TEST_SECRET,
+    eventually, post_all, post_fixture, run_cli, signed_post, sim, Ingest, TestDb, TestKafka,
+    WorkerProcess, STDERR_FILE, TEST_SECRET,
 };
 use crate::observability::{scrape, sum_of};
 use crate::pipeline::{wait_until_all_committed, WAIT};
@@ -224,21 +224,11 @@ async fn a_record_the_database_rejects_is_dead_lettered_and_redriven_once_after_
     .execute(&db.pool)
     .await?;
     let _worker = WorkerProcess::start(&db, &kafka).await?;
-    let client = reqwest::Client::new();
-    let fixture = crate::harness::fixture;
     for (id, name) in [
         ("msg_u", "user.created.json"),
         ("msg_o", "organization.created.json"),
     ] {
-        let r = signed_post(
-            &client,
-            &ingest.webhook_url(),
-            TEST_SECRET,
-            id,
-            &fixture(name),
-        )
-        .send()
-        .await?;
+        let r = post_fixture(&ingest, id, name).await?;
         assert_eq!(r.status(), 200);
     }
     wait_until_all_committed(&kafka).await?;

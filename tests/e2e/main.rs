@@ -12,6 +12,7 @@ mod deploy_queries;
 mod docker_context;
 mod failures;
 mod lock_order;
+mod lock_timeout;
 mod mirror_cases;
 mod mirror_property;
 mod observability;

@@ -5,8 +5,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::harness::{
-    eventually, fixture, run_cli, signed_post, Ingest, TestDb, TestKafka, WorkerProcess,
-    TEST_SECRET,
+    eventually, fixture, post_fixture, run_cli, signed_post, Ingest, TestDb, TestKafka,
+    WorkerProcess,
 };
 use crate::pipeline::{wait_until_all_committed, WAIT};
 
@@ -47,15 +47,7 @@ async fn metrics_move_with_traffic_and_lag_rises_while_the_worker_is_stopped_the
         ("msg_2", "organization.created.json"),
         ("msg_3", "session.created.json"),
     ] {
-        signed_post(
-            &client,
-            &ingest.webhook_url(),
-            TEST_SECRET,
-            id,
-            &fixture(name),
-        )
-        .send()
-        .await?;
+        post_fixture(&ingest, id, name).await?;
     }
     signed_post(
         &client,
@@ -117,15 +109,7 @@ async fn metrics_move_with_traffic_and_lag_rises_while_the_worker_is_stopped_the
 
     // Stop the worker; lag shows in the broker's view.
     assert!(worker.stop().await?.success());
-    signed_post(
-        &client,
-        &ingest.webhook_url(),
-        TEST_SECRET,
-        "msg_4",
-        &fixture("user.updated.json"),
-    )
-    .send()
-    .await?;
+    post_fixture(&ingest, "msg_4", "user.updated.json").await?;
     let lag: Value = serde_json::from_str(
         &run_cli(&kafka, &["lag", "--json", "--group", &kafka.group], &[]).await?,
     )?;
@@ -247,16 +231,7 @@ async fn one_trace_runs_from_the_http_request_through_the_broker_to_the_database
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &env).await?;
     let _worker = WorkerProcess::start_with(&db, &kafka, &env).await?;
-    let client = reqwest::Client::new();
-    let response = signed_post(
-        &client,
-        &ingest.webhook_url(),
-        TEST_SECRET,
-        "msg_traced",
-        &fixture("user.created.json"),
-    )
-    .send()
-    .await?;
+    let response = post_fixture(&ingest, "msg_traced", "user.created.json").await?;
     assert_eq!(response.status(), 200);
 
     let (webhook, applied) = eventually("both processes' spans", WAIT, || async {

@@ -6,7 +6,8 @@ use clerk_sync::local::free_port;
 use serde_json::Value;
 
 use crate::harness::{
-    eventually, fixture, signed_post, sim, Ingest, TestDb, TestKafka, WorkerProcess, TEST_SECRET,
+    eventually, fixture, post_fixture, signed_post, sim, Ingest, TestDb, TestKafka, WorkerProcess,
+    TEST_SECRET,
 };
 
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -17,7 +18,6 @@ async fn signed_user_org_and_membership_events_become_rows() -> anyhow::Result<(
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[]).await?;
     let _worker = WorkerProcess::start(&db, &kafka).await?;
-    let client = reqwest::Client::new();
 
     for (i, name) in [
         "user.created.json",
@@ -27,15 +27,7 @@ async fn signed_user_org_and_membership_events_become_rows() -> anyhow::Result<(
     .iter()
     .enumerate()
     {
-        let response = signed_post(
-            &client,
-            &ingest.webhook_url(),
-            TEST_SECRET,
-            &format!("msg_e2e{i}"),
-            &fixture(name),
-        )
-        .send()
-        .await?;
+        let response = post_fixture(&ingest, &format!("msg_e2e{i}"), name).await?;
         assert_eq!(response.status(), 200, "{name}");
         let body: Value = response.json().await?;
         assert_eq!(body["status"], "accepted");
@@ -120,16 +112,7 @@ async fn a_verified_body_that_is_not_a_clerk_event_gets_400() -> anyhow::Result<
 async fn a_body_over_the_limit_gets_413() -> anyhow::Result<()> {
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[("WEBHOOK_BODY_LIMIT", "1024")]).await?;
-    let client = reqwest::Client::new();
-    let response = signed_post(
-        &client,
-        &ingest.webhook_url(),
-        TEST_SECRET,
-        "msg_big",
-        &fixture("user.created.json"),
-    )
-    .send()
-    .await?;
+    let response = post_fixture(&ingest, "msg_big", "user.created.json").await?;
     assert_eq!(response.status(), 413);
     let body: Value = response.json().await?;
     assert_eq!(body["error"], "payload_too_large");
@@ -141,16 +124,7 @@ async fn a_body_over_the_limit_gets_413() -> anyhow::Result<()> {
 async fn event_types_the_sync_ignores_are_acknowledged_and_not_published() -> anyhow::Result<()> {
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[]).await?;
-    let client = reqwest::Client::new();
-    let response = signed_post(
-        &client,
-        &ingest.webhook_url(),
-        TEST_SECRET,
-        "msg_s",
-        &fixture("session.created.json"),
-    )
-    .send()
-    .await?;
+    let response = post_fixture(&ingest, "msg_s", "session.created.json").await?;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await?;
     assert_eq!(body["status"], "ignored_type");
@@ -199,15 +173,7 @@ async fn an_unreachable_broker_gets_503_with_retry_after_within_the_deadline() -
         Ingest::start_with_brokers(&kafka, &dead, &[("PUBLISH_DEADLINE_MS", "1500")]).await?;
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let response = signed_post(
-        &client,
-        &ingest.webhook_url(),
-        TEST_SECRET,
-        "msg_down",
-        &fixture("user.created.json"),
-    )
-    .send()
-    .await?;
+    let response = post_fixture(&ingest, "msg_down", "user.created.json").await?;
     let waited = started.elapsed();
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));

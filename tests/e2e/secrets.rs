@@ -1,8 +1,8 @@
 //! Secrets and personal data never leak: not in logs, `--help`, or error messages.
 
 use crate::harness::{
-    clerk_sync, fixture, run_cli, signed_post, Ingest, TestDb, TestKafka, WorkerProcess,
-    STDERR_FILE, TEST_SECRET,
+    clerk_sync, fixture, post_fixture, run_cli, signed_post, Ingest, TestDb, TestKafka,
+    WorkerProcess, STDERR_FILE, TEST_SECRET,
 };
 use crate::pipeline::wait_until_all_committed;
 
@@ -44,15 +44,7 @@ async fn a_full_run_with_real_payloads_logs_no_email_name_or_secret_even_at_debu
         "user.deleted.json",
     ];
     for (i, name) in names.iter().enumerate() {
-        let r = signed_post(
-            &client,
-            &ingest.webhook_url(),
-            TEST_SECRET,
-            &format!("msg_log{i}"),
-            &fixture(name),
-        )
-        .send()
-        .await?;
+        let r = post_fixture(&ingest, &format!("msg_log{i}"), name).await?;
         assert_eq!(r.status(), 200, "{name}");
     }
     // A rejected request and a poison record carrying personal data.
@@ -165,16 +157,7 @@ async fn the_signing_secret_can_come_from_a_file() -> anyhow::Result<()> {
         )],
     )
     .await?;
-    let client = reqwest::Client::new();
-    let r = signed_post(
-        &client,
-        &ingest.webhook_url(),
-        TEST_SECRET,
-        "msg_file",
-        &fixture("user.created.json"),
-    )
-    .send()
-    .await?;
+    let r = post_fixture(&ingest, "msg_file", "user.created.json").await?;
     assert_eq!(r.status(), 200);
     let _ = run_cli(&kafka, &["lag", "--group", "nobody"], &[]).await?;
     Ok(())

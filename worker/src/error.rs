@@ -83,7 +83,8 @@ fn database_error_is_transient(e: &sqlx::Error) -> bool {
 
 /// Another transaction's rows stood in the way: 40001 serialization failure, 40P01 deadlock,
 /// 55P03 lock not available (a membership meeting another worker's deletion of its user or
-/// organization, see `apply::set`). Retrying the batch settles it.
+/// organization, see `apply::set`, or a row lock waited for longer than the session's
+/// `lock_timeout`). Retrying the batch settles it once the other transaction ends.
 fn is_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db)
         if db.code().is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "55P03")))

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 pub use db::TestDb;
 pub use kafka::TestKafka;
-pub use process::{clerk_sync, post_all, run_cli, Ingest, WorkerProcess, STDERR_FILE};
+pub use process::{
+    clerk_sync, post_all, post_fixture, run_cli, Ingest, WorkerProcess, STDERR_FILE,
+};
 pub use signing::{fixture, signed_post, TEST_SECRET};
 
 /// A file of the repository, by its path from the root.

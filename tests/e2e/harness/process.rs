@@ -231,6 +231,19 @@ impl WorkerProcess {
     }
 }
 
+/// Posts a fixture to ingest, signed with the test secret as Svix would.
+pub async fn post_fixture(ingest: &Ingest, svix_id: &str, name: &str) -> Result<reqwest::Response> {
+    Ok(super::signed_post(
+        &reqwest::Client::new(),
+        &ingest.webhook_url(),
+        TEST_SECRET,
+        svix_id,
+        &super::fixture(name),
+    )
+    .send()
+    .await?)
+}
+
 /// Posts simulated webhooks to ingest, signed as Svix would, and expects each to be accepted.
 pub async fn post_all(
     ingest: &Ingest,
