@@ -18,6 +18,8 @@ pub mod record_header;
 pub mod reduce;
 mod route_body;
 mod routing;
+#[cfg(feature = "testkit")]
+pub mod routing_agreement;
 mod secret;
 #[cfg(feature = "testkit")]
 pub mod testkit;

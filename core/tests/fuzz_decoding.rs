@@ -1,7 +1,9 @@
 //! Property-based fuzzing (stable Rust, runs in CI): whatever bytes arrive, parsing and decoding
 //! return a value or a typed error, never a panic. `fuzz/` has a cargo-fuzz target for longer runs.
+#![cfg(feature = "testkit")]
 
-use clerk_sync_core::{route, route_body, ClerkEvent, Envelope, EventId};
+use clerk_sync_core::routing_agreement::quick_and_full_routing_agree;
+use clerk_sync_core::{route, ClerkEvent, Envelope, EventId};
 use proptest::prelude::*;
 
 fn fixtures() -> Vec<Vec<u8>> {
@@ -24,22 +26,6 @@ fn exercise(bytes: &[u8]) {
     }
     quick_and_full_routing_agree(bytes);
     let _ = ClerkEvent::decode(EventId::parse("msg_fuzz").expect("id"), bytes);
-}
-
-/// Same route and event type, or the same error, on every body a `serde_json::Value` can hold.
-fn quick_and_full_routing_agree(bytes: &[u8]) {
-    let full = Envelope::parse(bytes).and_then(|e| route(&e).map(|r| (e.event_type, r)));
-    let quick = route_body(bytes).map(|r| (r.event_type.into_owned(), r.route));
-    match (full, quick) {
-        (Ok(full), Ok(quick)) => assert_eq!(full, quick, "{}", String::from_utf8_lossy(bytes)),
-        (Err(full), Err(quick)) => assert_eq!(full.to_string(), quick.to_string()),
-        (Ok(_), Err(e)) => panic!("quick read refused what the full parse routes: {e}"),
-        (Err(_), Ok(_)) => assert!(
-            serde_json::from_slice::<serde_json::Value>(bytes).is_err(),
-            "quick read routed what the full parse refuses: {}",
-            String::from_utf8_lossy(bytes)
-        ),
-    }
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! Everything that parses untrusted bytes: envelope, routing and event decoding.
+//! Everything that parses untrusted bytes: envelope, routing and event decoding, and ingest's
+//! quick routing read against the full parse.
 #![no_main]
 
+use clerk_sync_core::routing_agreement::quick_and_full_routing_agree;
 use clerk_sync_core::{route, ClerkEvent, Envelope, EventId};
 use libfuzzer_sys::fuzz_target;
 
@@ -8,6 +10,8 @@ fuzz_target!(|bytes: &[u8]| {
     if let Ok(envelope) = Envelope::parse(bytes) {
         let _ = route(&envelope);
     }
+    // Ingest's quick routing read and the worker's full parse agree (it panics otherwise).
+    quick_and_full_routing_agree(bytes);
     if let Ok(id) = EventId::parse("msg_fuzz") {
         let _ = ClerkEvent::decode(id, bytes);
     }
