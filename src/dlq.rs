@@ -190,7 +190,7 @@ const PERSONAL: &[&str] = &[
     "web3_wallet",
 ];
 
-/// Replaces personal data in a JSON body with "[redacted]"; a body that is not JSON is shown by
+/// Replaces personal data in a JSON body with `"[redacted]"`; a body that is not JSON is shown by
 /// its size only.
 pub fn redacted_body(body: Option<&[u8]>) -> String {
     let Some(body) = body else {
