@@ -7,10 +7,15 @@ use clerk_sync_core::mirror::{OrgRow, Rank, UserRow, Version};
 use clerk_sync_core::reduce::{Deletion, Reduced, Winner};
 use clerk_sync_core::Millis;
 use serde_json::Value;
+use sqlx::postgres::{PgArguments, Postgres};
+use sqlx::query::QueryScalar;
 use sqlx::PgConnection;
 
 use super::Intent;
 use crate::Result;
+
+/// A statement returning the clerk ids it changed, its parameters being bound.
+type ScalarQuery<'q> = QueryScalar<'q, Postgres, String, PgArguments>;
 
 /// Which rows each statement changed (by Clerk id).
 #[derive(Debug, Default)]
@@ -167,7 +172,7 @@ async fn upsert_users(
         ua = TS("ua"),
         d = TS("d"),
     );
-    let changed: Vec<String> = sqlx::query_scalar(&sql)
+    let query = sqlx::query_scalar(&sql)
         .bind(offers.iter().map(|(k, _)| *k).collect::<Vec<_>>())
         .bind(text(|u| u.email.as_deref()))
         .bind(text(|u| u.name.as_deref()))
@@ -181,16 +186,8 @@ async fn upsert_users(
                 .iter()
                 .map(|(_, o)| o.row().map_or(&empty, |u| &u.public_metadata))
                 .collect::<Vec<&Value>>(),
-        )
-        .bind(&columns.created_at)
-        .bind(&columns.updated_at)
-        .bind(&columns.rank)
-        .bind(&columns.version_ms)
-        .bind(&columns.event_ms)
-        .bind(&columns.event_id)
-        .bind(&columns.deleted_at)
-        .fetch_all(&mut *conn)
-        .await?;
+        );
+    let changed: Vec<String> = columns.bind(query).fetch_all(&mut *conn).await?;
     Ok(split_changed(&offers, changed))
 }
 
@@ -220,6 +217,18 @@ impl<'a> PlaceholderColumns<'a> {
             }
         }
         columns
+    }
+
+    /// Binds the columns, in this order, as the statement's next seven parameters.
+    fn bind<'q>(&'q self, query: ScalarQuery<'q>) -> ScalarQuery<'q> {
+        query
+            .bind(&self.created_at)
+            .bind(&self.updated_at)
+            .bind(&self.rank)
+            .bind(&self.version_ms)
+            .bind(&self.event_ms)
+            .bind(&self.event_id)
+            .bind(&self.deleted_at)
     }
 
     fn push_row(&mut self, created_at: Millis, updated_at: Millis, v: &'a Version) {
@@ -294,7 +303,7 @@ async fn upsert_orgs(
         ua = TS("ua"),
         d = TS("d"),
     );
-    let changed: Vec<String> = sqlx::query_scalar(&sql)
+    let query = sqlx::query_scalar(&sql)
         .bind(offers.iter().map(|(k, _)| *k).collect::<Vec<_>>())
         .bind(text(|o| o.name.as_deref()))
         .bind(
@@ -312,16 +321,8 @@ async fn upsert_orgs(
                 .iter()
                 .map(|(_, o)| o.row().map_or(&empty, |o| &o.public_metadata))
                 .collect::<Vec<&Value>>(),
-        )
-        .bind(&columns.created_at)
-        .bind(&columns.updated_at)
-        .bind(&columns.rank)
-        .bind(&columns.version_ms)
-        .bind(&columns.event_ms)
-        .bind(&columns.event_id)
-        .bind(&columns.deleted_at)
-        .fetch_all(&mut *conn)
-        .await?;
+        );
+    let changed: Vec<String> = columns.bind(query).fetch_all(&mut *conn).await?;
     Ok(split_changed(&offers, changed))
 }
 
