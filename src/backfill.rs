@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clerk_sync_core::{record_header, route, Envelope, Secret, Topics};
+use clerk_sync_core::{error_chain, record_header, route, Envelope, Secret, Topics};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -94,13 +94,18 @@ impl Client {
                 .await;
             let response = match response {
                 Ok(r) => r,
+                // Retrying cannot make an untrusted certificate trusted.
+                Err(e) if is_certificate_error(&e) => bail!(
+                    "GET {url}: the server's TLS certificate is not trusted (trust a private CA with SSL_CERT_FILE or SSL_CERT_DIR): {}",
+                    error_chain(&e)
+                ),
                 Err(e) if failures < 8 => {
                     failures += 1;
-                    tracing::warn!(error = %e, resource, "Clerk API request failed; retrying");
+                    tracing::warn!(error = %error_chain(&e), resource, "Clerk API request failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(failures))).await;
                     continue;
                 }
-                Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+                Err(e) => bail!("GET {url}: {}", error_chain(&e)),
             };
             let status = response.status();
             if status.as_u16() == 429 {
@@ -142,6 +147,41 @@ impl Client {
             return Ok(items);
         }
     }
+}
+
+/// The Clerk API base URL, refused unless it is `https://`, or `http://` to a loopback address
+/// (a local stand-in): anywhere else the secret key would travel in clear.
+pub fn check_api_url(raw: &str) -> Result<reqwest::Url> {
+    let url = reqwest::Url::parse(raw)
+        .with_context(|| format!("CLERK_API_URL: expected an https:// URL, got `{raw}`"))?;
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => bail!("CLERK_API_URL: {raw} is plain http: the secret key would travel in clear; use https:// (http:// is allowed to a loopback address only)"),
+        other => bail!("CLERK_API_URL: expected an https:// URL, got the scheme `{other}`"),
+    }
+}
+
+/// A TLS handshake that failed on the server's certificate (unknown CA, expired, wrong name).
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    if error_chain(e).contains("certificate verify failed") {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<native_tls::Error>().is_some() {
+            let text = cause.to_string();
+            return text.contains("certificate") || text.contains("verify");
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The event the worker would have received for this object version.

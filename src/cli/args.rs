@@ -53,8 +53,12 @@ impl KafkaArgs {
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got `{raw}`")),
+        Some((k, v)) if !k.trim().is_empty() => {
+            clerk_sync_worker::kafka_options::refuse_guarantee_breaker(k)?;
+            Ok((k.trim().to_owned(), v.trim().to_owned()))
+        }
+        // The text may be a secret's value: name the key's shape, not the text.
+        _ => Err("expected KEY=VALUE (an entry has no `=` or no key)".to_owned()),
     }
 }
 

@@ -14,7 +14,8 @@ pub struct BackfillArgs {
     /// Clerk instance secret key (sk_…).
     #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<Secret>,
-    /// Clerk Backend API base URL.
+    /// Clerk Backend API base URL: https:// (trusting the system's CAs, SSL_CERT_FILE and
+    /// SSL_CERT_DIR), or http:// to a loopback address only.
     #[arg(long, env = "CLERK_API_URL", default_value = "https://api.clerk.com")]
     pub api_url: String,
     /// Objects per page (1–500).
@@ -42,6 +43,7 @@ pub async fn run(args: BackfillArgs) -> Result<()> {
     let Some(secret_key) = args.secret_key.clone() else {
         bail!("CLERK_SECRET_KEY is not set: expected the instance's secret key (sk_…) from the Clerk dashboard");
     };
+    crate::backfill::check_api_url(&args.api_url)?;
     if !(1..=500).contains(&args.page_size) {
         bail!("--page-size: expected 1..500, got {}", args.page_size);
     }

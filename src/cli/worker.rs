@@ -5,6 +5,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::WorkerArgs;
 
+/// How often a worker waiting for migrations says so.
+const SCHEMA_WAIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
     let config = args.worker_config()?;
     let listener = TcpListener::bind(args.listen)
@@ -19,19 +22,34 @@ pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
     let metrics =
         clerk_sync_worker::WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?;
     let health = Health::new(pool.clone(), metrics);
-    let worker = Worker::new(config, pool, health.clone())
-        .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create the consumer")?;
 
     let server_cancel = cancel.child_token();
     // Probes and scrapes send their headers at once; anything slower is cut off.
     let server = tokio::spawn(clerk_sync_ingest::serve_router(
         listener,
-        health_router(health),
+        health_router(health.clone()),
         std::time::Duration::from_secs(10),
         server_cancel.clone(),
     ));
-    let result = worker.run(cancel.clone()).await;
+    let result = async {
+        if args.skip_migrations {
+            // Another process migrates (the Kubernetes Job): consume only once it has.
+            match clerk_sync_worker::wait_for_schema(&pool, &health, &cancel, SCHEMA_WAIT_LOG_EVERY)
+                .await
+            {
+                Err(clerk_sync_worker::Error::Cancelled) => return Ok(()),
+                other => other?,
+            }
+        }
+        let worker = Worker::new(config, pool, health.clone())
+            .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create the consumer")?;
+        worker
+            .run(cancel.clone())
+            .await
+            .context("worker stopped on an error")
+    }
+    .await;
     server_cancel.cancel();
     let _ = server.await;
-    result.context("worker stopped on an error")
+    result
 }

@@ -1,10 +1,12 @@
-//! Backfill against a local stand-in of Clerk's Backend API (wiremock), through the real binary,
+//! Backfill against a local stand-in of Clerk's Backend API (wiremock behind a TLS front whose
+//! certificate a test CA signed, trusted through `SSL_CERT_FILE`), through the real binary,
 //! broker, worker and database.
 
 use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::harness::tls::{TestCa, TlsFront};
 use crate::harness::{
     fixture, run_cli, signed_post, Ingest, TestDb, TestKafka, WorkerProcess, TEST_SECRET,
 };
@@ -81,10 +83,17 @@ async fn clerk_stand_in() -> MockServer {
     server
 }
 
+/// `server` served over https:// with a certificate `ca` signed.
+async fn over_tls(ca: &TestCa, server: &MockServer) -> anyhow::Result<TlsFront> {
+    TlsFront::start(ca.server_identity()?, *server.address()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_over_several_pages_and_a_rate_limit_ends_in_clerks_state_and_a_second_changes_nothing(
+async fn a_backfill_over_https_several_pages_and_a_rate_limit_ends_in_clerks_state_and_a_second_changes_nothing(
 ) -> anyhow::Result<()> {
     let clerk = clerk_stand_in().await;
+    let ca = TestCa::new("clerk-sync test CA")?;
+    let front = over_tls(&ca, &clerk).await?;
     let db = TestDb::new().await?;
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[]).await?;
@@ -116,8 +125,13 @@ async fn a_backfill_over_several_pages_and_a_rate_limit_ends_in_clerks_state_and
         "--state-file",
         state.path().to_str().expect("path"),
     ];
-    let uri = clerk.uri();
-    let env = [("CLERK_SECRET_KEY", KEY), ("CLERK_API_URL", uri.as_str())];
+    let uri = front.url();
+    let ca_file = ca.pem_file().to_str().expect("path");
+    let env = [
+        ("CLERK_SECRET_KEY", KEY),
+        ("CLERK_API_URL", uri.as_str()),
+        ("SSL_CERT_FILE", ca_file),
+    ];
     let dry = run_cli(&kafka, &[&args[..], &["--dry-run"]].concat(), &env).await?;
     assert!(
         dry.contains("listed 1 organizations, 3 users, 1 organization_memberships; published 0"),
@@ -226,8 +240,15 @@ async fn an_interrupted_backfill_resumes_where_it_stopped() -> anyhow::Result<()
 
     let kafka = TestKafka::new().await?;
     let state = tempfile::NamedTempFile::new()?;
-    let uri = server.uri();
-    let env = [("CLERK_SECRET_KEY", KEY), ("CLERK_API_URL", uri.as_str())];
+    let ca = TestCa::new("clerk-sync test CA")?;
+    let front = over_tls(&ca, &server).await?;
+    let uri = front.url();
+    let ca_file = ca.pem_file().to_str().expect("path");
+    let env = [
+        ("CLERK_SECRET_KEY", KEY),
+        ("CLERK_API_URL", uri.as_str()),
+        ("SSL_CERT_FILE", ca_file),
+    ];
     let args = [
         "backfill",
         "--page-size",
@@ -253,5 +274,70 @@ async fn an_interrupted_backfill_resumes_where_it_stopped() -> anyhow::Result<()
         "every object published exactly once across both runs"
     );
     server.verify().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_clerk_api_whose_certificate_no_trusted_ca_signed_fails_at_once_naming_certificate_verification(
+) -> anyhow::Result<()> {
+    let clerk = clerk_stand_in().await;
+    let signer = TestCa::new("a CA nobody trusts")?;
+    let trusted = TestCa::new("the CA the operator trusts")?;
+    let front = over_tls(&signer, &clerk).await?;
+    let kafka = TestKafka::new().await?;
+    let uri = front.url();
+    let env = [
+        ("CLERK_SECRET_KEY", KEY),
+        ("CLERK_API_URL", uri.as_str()),
+        ("SSL_CERT_FILE", trusted.pem_file().to_str().expect("path")),
+        ("RUST_LOG", "warn"),
+    ];
+    let err = run_cli(&kafka, &["backfill", "--dry-run"], &env)
+        .await
+        .expect_err("an untrusted certificate fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("certificate verify failed") && text.contains("SSL_CERT_FILE"),
+        "the cause and the remedy are named: {text}"
+    );
+    assert!(
+        !text.contains("retrying"),
+        "a certificate is not retried: {text}"
+    );
+    assert!(
+        clerk
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "no request reached the stand-in"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plain_http_clerk_api_url_is_refused_at_start_up_unless_it_is_a_loopback_address(
+) -> anyhow::Result<()> {
+    let kafka = TestKafka::new().await?;
+    for url in [
+        "http://api.example.com",
+        "http://10.0.0.1:8080",
+        "ftp://api.clerk.com",
+    ] {
+        let env = [("CLERK_SECRET_KEY", KEY), ("CLERK_API_URL", url)];
+        let err = run_cli(&kafka, &["backfill", "--dry-run"], &env)
+            .await
+            .expect_err(url);
+        let text = err.to_string();
+        assert!(text.contains("CLERK_API_URL"), "{url}: {text}");
+        assert!(!text.contains(KEY), "the key is never printed: {text}");
+    }
+    // A local stand-in over plain http on the loopback address is allowed.
+    let clerk = clerk_stand_in().await;
+    let uri = clerk.uri();
+    assert!(uri.starts_with("http://127.0.0.1:"), "{uri}");
+    let env = [("CLERK_SECRET_KEY", KEY), ("CLERK_API_URL", uri.as_str())];
+    let out = run_cli(&kafka, &["backfill", "--dry-run", "--rate", "50"], &env).await?;
+    assert!(out.contains("dry run: listed"), "{out}");
     Ok(())
 }

@@ -6,6 +6,7 @@ mod attacks;
 mod backfill;
 mod compare;
 mod concurrent_batches;
+mod database_environment;
 mod deploy_artifacts;
 mod deploy_config;
 mod deploy_queries;

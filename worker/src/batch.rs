@@ -68,60 +68,27 @@ pub async fn apply_records(
         }
     }
     let first_failure = now_ms();
-    let span_for = |i: usize| event_span(&records[indexes[i]], &all[i].0);
-    let timed = || async {
-        let started = std::time::Instant::now();
-        let outcomes = apply_all_in_spans(pool, &all, span_for).await?;
-        health
-            .metrics
-            .transaction_duration
-            .observe(started.elapsed().as_secs_f64());
-        Ok(outcomes)
-    };
-    match with_retry(timed, health, cancel).await {
-        Ok(outcomes) => {
-            for ((index, event), outcome) in indexes.iter().zip(&all).zip(outcomes) {
-                count(&mut report, &records[*index].topic, &event.0, outcome);
-            }
-        }
-        Err(Error::Cancelled) => return Err(Error::Cancelled),
-        Err(e) if !e.is_retryable() => {
-            warn!(error_kind = e.kind(), error = %error_chain(&e), "batch rejected; splitting it to find the records the database rejects");
-            // Halves, each in its own transaction, until the rejected records stand alone: a
-            // few bad records in a large batch cost a few dozen transactions, not one per record.
-            // Any split converges to the same rows (the rules hold whatever the grouping).
-            let mut pending = Vec::from(halves(0..all.len()));
-            while let Some(range) = pending.pop() {
-                if range.is_empty() {
-                    continue;
-                }
-                let part = &all[range.clone()];
-                match with_retry(|| apply_all(pool, part), health, cancel).await {
-                    Ok(outcomes) => {
-                        for (i, outcome) in range.zip(outcomes) {
-                            count(&mut report, &records[indexes[i]].topic, &all[i].0, outcome);
-                        }
-                    }
-                    Err(Error::Cancelled) => return Err(Error::Cancelled),
-                    Err(e) if !e.is_retryable() && range.len() > 1 => {
-                        pending.extend(halves(range));
-                    }
-                    Err(e) if !e.is_retryable() => {
-                        let index = indexes[range.start];
-                        let record = &records[index];
-                        warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
-                              event_id = %all[range.start].0.id, error_kind = e.kind(), error = %error_chain(&e),
-                              "the database rejects this record");
-                        poison.push(Poison {
-                            index,
-                            failure: failure(&e, 2, first_failure),
-                        });
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Err(e) => return Err(e),
+    // Retried whole when the guard in `apply_or_isolate` finds the database at fault (every
+    // part failed, so nothing of it was committed).
+    let (outcomes, rejected) = with_retry(
+        || apply_or_isolate(pool, records, &all, &indexes, health, cancel),
+        health,
+        cancel,
+    )
+    .await?;
+    for (i, outcome) in outcomes {
+        count(&mut report, &records[indexes[i]].topic, &all[i].0, outcome);
+    }
+    for (i, e) in rejected {
+        let index = indexes[i];
+        let record = &records[index];
+        warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
+              event_id = %all[i].0.id, error_kind = e.kind(), error = %error_chain(&e),
+              "the database rejects this record");
+        poison.push(Poison {
+            index,
+            failure: failure(&e, 2, first_failure),
+        });
     }
     report.dead_lettered = poison.len();
     for p in &poison {
@@ -132,6 +99,78 @@ pub async fn apply_records(
     }
     poison.sort_by_key(|p| p.index);
     Ok((report, poison))
+}
+
+/// Outcomes by position in `all`, and the positions the database rejects with their errors.
+type Isolated = (Vec<(usize, Outcome)>, Vec<(usize, Error)>);
+
+/// Applies `all` in one transaction, retrying transient failures. When the database rejects it
+/// for good, it is split in halves, each in its own transaction, until the rejected records
+/// stand alone: a few bad records in a large batch cost a few dozen transactions, not one per
+/// record. Any split converges to the same rows (the rules hold whatever the grouping).
+///
+/// The guard: when every record of a batch of several fails alone with the same error, the
+/// records are not what is wrong (a trigger, a constraint or a setting refuses everything):
+/// [`Error::EveryRecordRejected`], retried like an outage and never dead-lettered.
+async fn apply_or_isolate(
+    pool: &PgPool,
+    records: &[Record],
+    all: &[&(EventMeta, ClerkEvent)],
+    indexes: &[usize],
+    health: &Health,
+    cancel: &CancellationToken,
+) -> Result<Isolated> {
+    let span_for = |i: usize| event_span(&records[indexes[i]], &all[i].0);
+    let timed = || async {
+        let started = std::time::Instant::now();
+        let outcomes = apply_all_in_spans(pool, all, span_for).await?;
+        health
+            .metrics
+            .transaction_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(outcomes)
+    };
+    let first = match with_retry(timed, health, cancel).await {
+        Ok(outcomes) => return Ok((outcomes.into_iter().enumerate().collect(), Vec::new())),
+        Err(e) if e.is_retryable() || matches!(e, Error::Cancelled) => return Err(e),
+        Err(e) => e,
+    };
+    warn!(error_kind = first.kind(), error = %error_chain(&first), "batch rejected; splitting it to find the records the database rejects");
+    let mut applied = Vec::with_capacity(all.len());
+    let mut rejected = Vec::new();
+    let mut pending = Vec::from(halves(0..all.len()));
+    while let Some(range) = pending.pop() {
+        if range.is_empty() {
+            continue;
+        }
+        let part = &all[range.clone()];
+        match with_retry(|| apply_all(pool, part), health, cancel).await {
+            Ok(outcomes) => applied.extend(range.zip(outcomes)),
+            Err(e) if !e.is_retryable() && !matches!(e, Error::Cancelled) && range.len() > 1 => {
+                pending.extend(halves(range));
+            }
+            Err(e) if !e.is_retryable() && !matches!(e, Error::Cancelled) => {
+                rejected.push((range.start, e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if all.len() > 1 && rejected.len() == all.len() {
+        let alike = |e: &Error| (e.sqlstate(), error_chain(e));
+        let (first_code, first_text) = alike(&rejected[0].1);
+        if rejected
+            .iter()
+            .all(|(_, e)| alike(e) == (first_code.clone(), first_text.clone()))
+        {
+            let records = rejected.len();
+            let (_, source) = rejected.swap_remove(0);
+            return Err(Error::EveryRecordRejected {
+                records,
+                source: Box::new(source),
+            });
+        }
+    }
+    Ok((applied, rejected))
 }
 
 /// Logs a record that cannot be decoded, with where it is in the log.
@@ -223,7 +262,7 @@ where
         .when(|e: &Error| e.is_retryable() && !cancel.is_cancelled())
         .adjust(|e: &Error, delay| delay.map(|d| retry_delay(e.is_conflict(), d)))
         .notify(|e: &Error, delay| {
-            health.set_retrying(true);
+            health.set_retrying_because(Some(format!("{}: {}", e.kind(), error_chain(e))));
             health.metrics.retries.with_label_values(&[e.kind()]).inc();
             warn!(error_kind = e.kind(), error = %error_chain(e), ?delay, "transient failure; retrying");
         });
@@ -231,7 +270,7 @@ where
         result = retried => result,
         _ = cancel.cancelled() => Err(Error::Cancelled),
     };
-    health.set_retrying(false);
+    health.set_retrying_because(None);
     result
 }
 

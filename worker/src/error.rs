@@ -1,7 +1,7 @@
 /// Everything the worker can fail at. Each error decides its own fate via [`Error::is_retryable`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("database error")]
+    #[error("database error{}", sqlstate_suffix(.0))]
     Database(#[source] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
@@ -11,20 +11,88 @@ pub enum Error {
     Decode(#[source] clerk_sync_core::Error),
     #[error("record has no value")]
     EmptyRecord,
+    /// Every record of a batch failed alone with the same error: no set of records is that
+    /// uniformly bad, the database is (a trigger, a constraint or a setting the records cannot
+    /// satisfy). Retried like an outage, never dead-lettered.
+    #[error("each of the {records} records of a batch was rejected alone with the same error: the database, not the records, is at fault")]
+    EveryRecordRejected {
+        records: usize,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("shutting down")]
     Cancelled,
 }
 
+/// Who a database error says is at fault, which decides between retrying and dead-lettering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseFault {
+    /// Another transaction's rows stood in the way: retried soon.
+    Conflict,
+    /// The database cannot be reached or is shutting down: retried with backoff.
+    Unavailable,
+    /// The database is reachable but not fit to apply anything: schema missing or older,
+    /// read-only, privileges revoked, statements cancelled or timed out, prepared statements
+    /// lost behind a pooler, or a code nothing here knows. Retried with backoff.
+    Environment,
+    /// The record's values break a type or a constraint: dead-lettered.
+    Record,
+}
+
+impl DatabaseFault {
+    /// Classifies by what the error says about the record. Only data exceptions (class 22) and
+    /// integrity violations (class 23) that no race between records explains are the record's.
+    pub fn of(e: &sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => DatabaseFault::Unavailable,
+            sqlx::Error::Database(db) => match db.code() {
+                Some(code) => Self::of_sqlstate(&code),
+                None => DatabaseFault::Environment,
+            },
+            // A value the driver cannot encode is the record's; a row or column the statement
+            // did not find is a schema that differs from the one the worker was built for.
+            sqlx::Error::Encode(_) => DatabaseFault::Record,
+            _ => DatabaseFault::Environment,
+        }
+    }
+
+    /// Classifies a SQLSTATE (Postgres's "Appendix A. Error Codes").
+    pub fn of_sqlstate(code: &str) -> Self {
+        match code {
+            // 40001 serialization failure, 40P01 deadlock, 55P03 lock not available (NOWAIT, or
+            // `lock_timeout`).
+            "40001" | "40P01" | "55P03" => DatabaseFault::Conflict,
+            // A unique, foreign-key, exclusion or restrict violation can be another record's
+            // row not yet moved (two users trading an email under an application's unique
+            // index, a parent applied from another partition): it clears as they arrive.
+            "23505" | "23503" | "23P01" | "23001" => DatabaseFault::Environment,
+            _ if code.starts_with("22") || code.starts_with("23") => DatabaseFault::Record,
+            // 08 connection exceptions, 53 insufficient resources, 57P01-57P05 shutdown or
+            // cannot connect now (57014, a cancel or statement timeout, is the environment).
+            _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") => {
+                DatabaseFault::Unavailable
+            }
+            _ => DatabaseFault::Environment,
+        }
+    }
+}
+
 impl Error {
-    /// Transient errors (the database or broker unreachable, serialization failures, deadlocks)
-    /// are retried with backoff; the rest concern one record and never get better.
+    /// Transient errors (the database or broker unreachable or unfit, conflicts between
+    /// transactions) are retried with backoff; the rest concern one record and never get better.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Database(e) => database_error_is_transient(e) || is_conflict(e),
+            Error::Database(e) => DatabaseFault::of(e) != DatabaseFault::Record,
             Error::Migrate(_) => false,
             Error::Kafka(_) => true,
             Error::Decode(e) => e.is_retryable(),
             Error::EmptyRecord => false,
+            Error::EveryRecordRejected { .. } => true,
             Error::Cancelled => false,
         }
     }
@@ -32,15 +100,28 @@ impl Error {
     /// Another transaction's rows stood in the way (deadlock, serialization failure, a lock
     /// not available): they clear within a batch's time, unlike an outage.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Database(e) if is_conflict(e))
+        matches!(self, Error::Database(e) if DatabaseFault::of(e) == DatabaseFault::Conflict)
+    }
+
+    /// The SQLSTATE of a database error, if it has one.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            Error::Database(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+            Error::EveryRecordRejected { source, .. } => source.sqlstate(),
+            _ => None,
+        }
     }
 
     /// A short, stable label for metrics, logs and dead letters.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Database(e) if is_conflict(e) => "database_conflict",
-            Error::Database(e) if database_error_is_transient(e) => "database_unavailable",
-            Error::Database(_) => "database_rejected",
+            Error::Database(e) => match DatabaseFault::of(e) {
+                DatabaseFault::Conflict => "database_conflict",
+                DatabaseFault::Unavailable => "database_unavailable",
+                DatabaseFault::Environment => "database_environment",
+                DatabaseFault::Record => "database_rejected",
+            },
+            Error::EveryRecordRejected { .. } => "database_environment",
             Error::Migrate(_) => "migration",
             Error::Kafka(_) => "kafka",
             Error::Decode(e) => e.kind(),
@@ -50,10 +131,21 @@ impl Error {
     }
 }
 
+fn sqlstate_suffix(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .map(|code| format!(" (SQLSTATE {code})"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 /// Every value [`Error::kind`] can take: the bounded `error_kind` metric label.
 pub const ERROR_KINDS: &[&str] = &[
     "database_conflict",
     "database_unavailable",
+    "database_environment",
     "database_rejected",
     "migration",
     "kafka",
@@ -65,31 +157,6 @@ pub const ERROR_KINDS: &[&str] = &[
     "missing_field",
 ];
 
-fn database_error_is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08* connection, 53* resources, 57P0* shutdown/cannot connect now.
-            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
-        }),
-        _ => false,
-    }
-}
-
-/// Another transaction's rows stood in the way: 40001 serialization failure, 40P01 deadlock,
-/// 55P03 lock not available (a membership meeting another worker's deletion of its user or
-/// organization, see `apply::set`, or a row lock waited for longer than the session's
-/// `lock_timeout`). Retrying the batch settles it once the other transaction ends.
-fn is_conflict(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db)
-        if db.code().is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "55P03")))
-}
-
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Error::Database(e)
@@ -97,3 +164,47 @@ impl From<sqlx::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::DatabaseFault::{self, *};
+
+    #[test]
+    fn only_data_and_constraint_errors_that_no_race_explains_are_the_records_fault() {
+        let cases = [
+            // The record's values.
+            ("22P02", Record), // invalid text representation
+            ("22P05", Record), // untranslatable character
+            ("22003", Record), // numeric value out of range
+            ("23502", Record), // not-null violation
+            ("23514", Record), // check violation
+            // Races between records.
+            ("23505", Environment),
+            ("23503", Environment),
+            ("23P01", Environment),
+            // Conflicts with other transactions.
+            ("40001", Conflict),
+            ("40P01", Conflict),
+            ("55P03", Conflict),
+            // The database unreachable or going away.
+            ("08006", Unavailable),
+            ("53300", Unavailable),
+            ("57P01", Unavailable),
+            ("57P03", Unavailable),
+            // The environment: never a record's fault.
+            ("42P01", Environment), // undefined table (not migrated)
+            ("42703", Environment), // undefined column (older schema)
+            ("25006", Environment), // read-only transaction (failover)
+            ("42501", Environment), // insufficient privilege
+            ("57014", Environment), // query cancelled or statement timeout
+            ("26000", Environment), // prepared statement lost behind a pooler
+            ("42P05", Environment), // prepared statement already exists
+            ("0A000", Environment), // feature not supported (a pooler's answer)
+            ("XX000", Environment), // internal error
+            ("ZZ999", Environment), // a code nothing here knows
+        ];
+        for (code, fault) in cases {
+            assert_eq!(DatabaseFault::of_sqlstate(code), fault, "{code}");
+        }
+    }
+}

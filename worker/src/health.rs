@@ -1,5 +1,5 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,11 +11,16 @@ use sqlx::PgPool;
 use crate::WorkerMetrics;
 
 /// What the worker's readiness reflects: the database answers, the broker answered the last
-/// lag measurement, and the worker is not stuck retrying a transient failure.
+/// lag measurement, the schema is the one the worker was built for, and the worker is not stuck
+/// retrying a transient failure.
 #[derive(Clone)]
 pub struct Health {
     pool: PgPool,
     retrying: Arc<AtomicBool>,
+    /// Why the worker is retrying (error kind and cause chain), for `/readyz`.
+    retry_reason: Arc<Mutex<Option<String>>>,
+    /// Set while the worker waits for migrations: what is missing.
+    schema_wait: Arc<Mutex<Option<String>>>,
     /// Whether the broker answered the last periodic lag measurement.
     broker: Arc<AtomicBool>,
     /// Clerk timestamp (ms) of the newest event applied, for the freshness gauge.
@@ -28,6 +33,8 @@ impl Health {
         Health {
             pool,
             retrying: Arc::new(AtomicBool::new(false)),
+            retry_reason: Arc::new(Mutex::new(None)),
+            schema_wait: Arc::new(Mutex::new(None)),
             broker: Arc::new(AtomicBool::new(true)),
             newest_applied_ms: Arc::new(AtomicI64::new(0)),
             metrics,
@@ -49,8 +56,23 @@ impl Health {
         }
     }
 
-    pub fn set_retrying(&self, retrying: bool) {
-        self.retrying.store(retrying, Ordering::Relaxed);
+    /// Marks the worker retrying a transient failure for `reason`, or no longer (`None`).
+    pub fn set_retrying_because(&self, reason: Option<String>) {
+        self.retrying.store(reason.is_some(), Ordering::Relaxed);
+        *lock(&self.retry_reason) = reason;
+    }
+
+    /// Why the worker is not ready, when it is waiting for migrations or retrying.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let migrations = lock(&self.schema_wait).clone();
+        migrations
+            .map(|m| format!("migrations: {m}"))
+            .or_else(|| lock(&self.retry_reason).clone())
+    }
+
+    /// Marks the worker waiting for the schema (`Some(what is missing)`), or no longer.
+    pub fn set_waiting_for_schema(&self, missing: Option<String>) {
+        *lock(&self.schema_wait) = missing;
     }
 
     pub fn is_retrying(&self) -> bool {
@@ -62,7 +84,8 @@ impl Health {
     }
 }
 
-/// `/healthz` (alive), `/readyz` (database reachable, not stuck retrying) and `/metrics`.
+/// `/healthz` (alive), `/readyz` (database reachable, schema current, not stuck retrying, with
+/// the reason when not ready) and `/metrics`.
 pub fn health_router(health: Health) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -82,11 +105,25 @@ pub fn health_router(health: Health) -> Router {
         .with_state(health)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
     let database = sqlx::query("SELECT 1").execute(&health.pool).await.is_ok();
     let retrying = health.is_retrying();
     let broker = health.broker.load(Ordering::Relaxed);
-    let ready = database && broker && !retrying;
+    let migrations_pending = lock(&health.schema_wait).is_some();
+    let reason = health.not_ready_reason().or_else(|| {
+        if !database {
+            Some("database: does not answer".to_owned())
+        } else if !broker {
+            Some("broker: does not answer".to_owned())
+        } else {
+            None
+        }
+    });
+    let ready = database && broker && !retrying && !migrations_pending;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -94,6 +131,9 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::V
     };
     (
         status,
-        Json(json!({"ready": ready, "database": database, "broker": broker, "retrying": retrying})),
+        Json(
+            json!({"ready": ready, "database": database, "broker": broker, "retrying": retrying,
+                    "migrations_pending": migrations_pending, "reason": reason}),
+        ),
     )
 }

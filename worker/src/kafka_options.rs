@@ -78,6 +78,45 @@ const PRODUCER_ONLY: &[&str] = &[
     "partitioner",
 ];
 
+/// Properties the product's guarantees rest on, with why each is not the user's to set: any
+/// value for them in `KAFKA_OPTIONS` is refused at start-up.
+const GUARANTEES: &[(&[&str], &str)] = &[
+    (
+        &["acks", "request.required.acks"],
+        "ingest answers 2xx only once every in-sync replica has the event (acks=all)",
+    ),
+    (
+        &["enable.idempotence", "enable.gapless.guarantee", "transactional.id"],
+        "producers are idempotent and not transactional: a retried write neither duplicates nor reorders",
+    ),
+    (
+        &["message.timeout.ms", "delivery.timeout.ms"],
+        "ingest's producers give up when it answers 503 (set PUBLISH_DEADLINE_MS instead)",
+    ),
+    (
+        &["enable.auto.offset.store"],
+        "offsets are stored only after the database commit or the dead-letter write",
+    ),
+    (
+        &["enable.auto.commit", "auto.commit.enable"],
+        "only offsets stored after the database commit may be committed",
+    ),
+    (&["group.id"], "the worker's group is KAFKA_GROUP_ID"),
+    (
+        &["isolation.level"],
+        "consumers read committed records only (read_committed)",
+    ),
+];
+
+/// Refuses a `KAFKA_OPTIONS` property the guarantees rest on, naming it and why.
+pub fn refuse_guarantee_breaker(key: &str) -> Result<(), String> {
+    let key = key.trim();
+    match GUARANTEES.iter().find(|(keys, _)| keys.contains(&key)) {
+        Some((_, why)) => Err(format!("KAFKA_OPTIONS: `{key}` cannot be set: {why}")),
+        None => Ok(()),
+    }
+}
+
 /// The kind of client `KAFKA_OPTIONS` are applied to: one setting serves every role of the
 /// binary (one ConfigMap in Kubernetes), and each client takes the properties it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +172,30 @@ pub fn max_poll_interval(options: &[(String, String)]) -> std::time::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_property_the_guarantees_rest_on_is_refused_with_its_reason() {
+        for key in [
+            "acks",
+            "request.required.acks",
+            "enable.idempotence",
+            "enable.auto.offset.store",
+            "enable.auto.commit",
+            "group.id",
+            "isolation.level",
+            "message.timeout.ms",
+            " delivery.timeout.ms",
+        ] {
+            let refused = refuse_guarantee_breaker(key).expect_err(key);
+            assert!(
+                refused.starts_with(&format!("KAFKA_OPTIONS: `{}`", key.trim())),
+                "{refused}"
+            );
+        }
+        for key in ["linger.ms", "security.protocol", "max.poll.interval.ms"] {
+            assert_eq!(refuse_guarantee_breaker(key), Ok(()), "{key}");
+        }
+    }
 
     #[test]
     fn group_timings_are_left_out_of_consumers_that_never_join() {

@@ -25,4 +25,4 @@ pub use decode::{decode_record, Record};
 pub use error::{Error, Result, ERROR_KINDS};
 pub use health::{health_router, Health};
 pub use metrics::{WorkerMetrics, EVENT_OUTCOMES};
-pub use migrate::{migrate, MIGRATOR};
+pub use migrate::{migrate, schema_missing, wait_for_schema, MIGRATOR};

@@ -21,16 +21,40 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Result<Self> {
+        let db = Self::unmigrated().await?;
+        clerk_sync_worker::migrate(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// A database of its own with no schema at all: what a worker meets before the migration
+    /// Job has run.
+    pub async fn unmigrated() -> Result<Self> {
         match std::env::var("DATABASE_URL") {
             Ok(url) => Self::on(url, None).await,
-            Err(_) => Self::private().await,
+            Err(_) => Self::private_unmigrated().await,
         }
     }
 
     /// On a Postgres server of the test's own, which it may stop and start again.
     pub async fn private() -> Result<Self> {
+        let db = Self::private_unmigrated().await?;
+        clerk_sync_worker::migrate(&db.pool).await?;
+        Ok(db)
+    }
+
+    async fn private_unmigrated() -> Result<Self> {
         let pg = tokio::task::spawn_blocking(TempPostgres::start).await??;
         Self::on(pg.url(), Some(pg)).await
+    }
+
+    /// The database's name (for `ALTER DATABASE`, `pg_stat_activity`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection as the server's superuser, outside the test's pool.
+    pub async fn admin(&self) -> Result<PgConnection> {
+        Ok(PgConnection::connect(&self.url).await?)
     }
 
     async fn on(admin_url: String, server: Option<TempPostgres>) -> Result<Self> {
@@ -48,7 +72,6 @@ impl TestDb {
             .max_connections(8)
             .connect(&url)
             .await?;
-        clerk_sync_worker::migrate(&pool).await?;
         Ok(TestDb {
             pool,
             url,

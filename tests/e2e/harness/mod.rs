@@ -11,6 +11,7 @@ pub mod process;
 pub mod proxy;
 pub mod signing;
 pub mod sim;
+pub mod tls;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
