@@ -23,10 +23,60 @@ impl JsonProblem {
             text.to_owned()
         };
         JsonProblem {
-            path,
+            path: redact_path(&path),
             problem: format!("{problem} (line {}, column {})", e.line(), e.column()),
         }
     }
+}
+
+/// Field names the decoders declare. A path segment that is not one of them is a key from the
+/// body (an end user's `unsafe_metadata`, an application's `public_metadata`): it and what
+/// follows are replaced, so no body key reaches a log, an HTTP answer or a dead letter.
+const KNOWN_FIELDS: &[&str] = &[
+    "type",
+    "timestamp",
+    "data",
+    "object",
+    "id",
+    "first_name",
+    "last_name",
+    "username",
+    "image_url",
+    "external_id",
+    "email_addresses",
+    "email_address",
+    "primary_email_address_id",
+    "created_at",
+    "updated_at",
+    "organization",
+    "public_user_data",
+    "user_id",
+    "identifier",
+    "role",
+    "permissions",
+    "slug",
+    "name",
+];
+
+/// Fields whose keys are chosen by users or applications: named, what is inside them is not.
+const FREE_FORM: &[&str] = &["public_metadata", "private_metadata", "unsafe_metadata"];
+
+fn redact_path(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in path.split('.') {
+        let name = segment.split('[').next().unwrap_or_default();
+        if kept.last().is_some_and(|last| FREE_FORM.contains(last)) {
+            kept.push("<key>");
+            break;
+        }
+        if segment.is_empty() || KNOWN_FIELDS.contains(&name) || FREE_FORM.contains(&segment) {
+            kept.push(segment);
+        } else {
+            kept.push("<key>");
+            break;
+        }
+    }
+    kept.join(".")
 }
 
 impl fmt::Display for JsonProblem {
@@ -94,6 +144,29 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_path_through_keys_from_the_body_names_only_the_known_fields_before_them() {
+        assert_eq!(super::redact_path("data.created_at"), "data.created_at");
+        assert_eq!(
+            super::redact_path("data.email_addresses[2].id"),
+            "data.email_addresses[2].id"
+        );
+        assert_eq!(
+            super::redact_path("data.unsafe_metadata.alice@example.com.x[3]"),
+            "data.unsafe_metadata.<key>"
+        );
+        assert_eq!(
+            super::redact_path("data.public_metadata"),
+            "data.public_metadata"
+        );
+        assert_eq!(
+            super::redact_path("data.public_metadata.role"),
+            "data.public_metadata.<key>"
+        );
+        assert_eq!(super::redact_path("data.alice.bob"), "data.<key>");
+        assert_eq!(super::redact_path("."), ".");
+    }
+
     #[test]
     fn a_wrong_value_is_described_without_being_repeated() {
         let body = br#"{"type":"user.created","timestamp":1,"data":{"id":"u","created_at":"Alice <a@b.c>","updated_at":1}}"#;

@@ -1,8 +1,7 @@
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::wire::{WireDeleted, WireMembership, WireOrg, WirePublicUserData, WireUser};
-use crate::{Envelope, Error, EventId, MembershipId, Millis, OrgId, Result, UserId};
+use crate::fields::{strip_nul, Object, RawEnvelope};
+use crate::{Error, EventId, MembershipId, Millis, OrgId, Result, UserId};
 
 /// Where an event came from and when Clerk says it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,45 +123,40 @@ pub struct MembershipDeleted(pub Membership);
 
 impl ClerkEvent {
     /// Decodes a verified body. `event_id` comes from the `svix-id` header (the body has none).
+    /// Only the fields the mirror stores are read (see [`crate::fields`]): whatever an end user
+    /// put elsewhere, at whatever depth, cannot make an event undecodable.
     pub fn decode(event_id: EventId, body: &[u8]) -> Result<(EventMeta, ClerkEvent)> {
-        let envelope = Envelope::parse(body)?;
-        Self::from_envelope(event_id, envelope)
-    }
-
-    pub fn from_envelope(event_id: EventId, envelope: Envelope) -> Result<(EventMeta, ClerkEvent)> {
-        let Envelope {
+        let RawEnvelope {
             event_type,
             timestamp,
             data,
-        } = envelope;
+        } = RawEnvelope::parse(body)?;
         let timestamp = timestamp.map(Millis::from_clerk);
+        let data = || Object::parse(&event_type, "data", data);
         let event = match event_type.as_str() {
-            "user.created" | "user.updated" => {
-                ClerkEvent::UserUpserted(user(data_as::<WireUser>(&event_type, data)?)?)
-            }
-            "user.deleted" => {
-                let wire = data_as::<WireDeleted>(&event_type, data)?;
-                ClerkEvent::UserDeleted(UserDeleted {
-                    id: UserId::parse(wire.id)?,
-                })
-            }
+            "user.created" | "user.updated" => ClerkEvent::UserUpserted(user(&data()?)?),
+            "user.deleted" => ClerkEvent::UserDeleted(UserDeleted {
+                id: UserId::parse(data()?.required::<String>("id")?)?,
+            }),
             "organization.created" | "organization.updated" => {
-                ClerkEvent::OrgUpserted(organization(data_as::<WireOrg>(&event_type, data)?)?)
+                ClerkEvent::OrgUpserted(organization(&data()?)?)
             }
             "organization.deleted" => {
-                let wire = data_as::<WireDeleted>(&event_type, data)?;
+                let data = data()?;
                 ClerkEvent::OrgDeleted(OrgDeleted {
-                    id: OrgId::parse(wire.id)?,
-                    slug: wire.slug,
+                    id: OrgId::parse(data.required::<String>("id")?)?,
+                    slug: data.text("slug")?,
                 })
             }
             "organizationMembership.created" | "organizationMembership.updated" => {
-                ClerkEvent::MembershipUpserted(membership(data_as(&event_type, data)?)?)
+                ClerkEvent::MembershipUpserted(membership(&data()?)?)
             }
-            "organizationMembership.deleted" => ClerkEvent::MembershipDeleted(MembershipDeleted(
-                membership(data_as(&event_type, data)?)?,
-            )),
-            _ => ClerkEvent::Ignored { event_type },
+            "organizationMembership.deleted" => {
+                ClerkEvent::MembershipDeleted(MembershipDeleted(membership(&data()?)?))
+            }
+            _ => ClerkEvent::Ignored {
+                event_type: event_type.clone(),
+            },
         };
         let needs_timestamp = !matches!(event, ClerkEvent::Ignored { .. });
         let timestamp = match timestamp {
@@ -197,65 +191,57 @@ fn event_name(event: &ClerkEvent) -> &str {
     }
 }
 
-fn data_as<T: DeserializeOwned>(event_type: &str, data: Map<String, Value>) -> Result<T> {
-    serde_path_to_error::deserialize(Value::Object(data)).map_err(|e| Error::InvalidData {
-        event_type: event_type.to_owned(),
-        source: crate::JsonProblem::new(format!("data.{}", e.path()), e.inner()),
-    })
+/// An address of `email_addresses`; its other fields are skipped.
+#[derive(serde::Deserialize)]
+struct EmailAddress {
+    id: String,
+    email_address: String,
 }
 
-fn metadata(value: Option<Value>) -> Value {
-    match value {
-        Some(v @ Value::Object(_)) => v,
-        _ => Value::Object(Map::new()),
-    }
-}
-
-fn user(wire: WireUser) -> Result<User> {
-    let email = wire
-        .primary_email_address_id
-        .as_deref()
-        .and_then(|primary| {
-            wire.email_addresses
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .find(|e| e.id == primary)
-                .map(|e| e.email_address.clone())
-        });
+fn user(data: &Object<'_>) -> Result<User> {
+    let primary = data.get::<String>("primary_email_address_id")?;
+    let email = match primary {
+        Some(primary) => data
+            .get::<Vec<EmailAddress>>("email_addresses")?
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e.id == primary)
+            .map(|e| strip_nul(e.email_address)),
+        None => None,
+    };
     Ok(User {
-        id: UserId::parse(wire.id)?,
+        id: UserId::parse(data.required::<String>("id")?)?,
         email,
-        first_name: wire.first_name,
-        last_name: wire.last_name,
-        username: wire.username,
-        image_url: wire.image_url,
-        external_id: wire.external_id,
-        public_metadata: metadata(wire.public_metadata),
-        created_at: Millis::from_clerk(wire.created_at),
-        updated_at: Millis::from_clerk(wire.updated_at),
+        first_name: data.text("first_name")?,
+        last_name: data.text("last_name")?,
+        username: data.text("username")?,
+        image_url: data.text("image_url")?,
+        external_id: data.text("external_id")?,
+        public_metadata: data.metadata("public_metadata")?,
+        created_at: Millis::from_clerk(data.required("created_at")?),
+        updated_at: Millis::from_clerk(data.required("updated_at")?),
     })
 }
 
-fn organization(wire: WireOrg) -> Result<Organization> {
+fn organization(data: &Object<'_>) -> Result<Organization> {
     Ok(Organization {
-        id: OrgId::parse(wire.id)?,
-        name: wire.name,
-        slug: wire.slug,
-        image_url: wire.image_url,
-        public_metadata: metadata(wire.public_metadata),
-        created_at: Millis::from_clerk(wire.created_at),
-        updated_at: Millis::from_clerk(wire.updated_at),
+        id: OrgId::parse(data.required::<String>("id")?)?,
+        name: data.text("name")?,
+        slug: data.text("slug")?,
+        image_url: data.text("image_url")?,
+        public_metadata: data.metadata("public_metadata")?,
+        created_at: Millis::from_clerk(data.required("created_at")?),
+        updated_at: Millis::from_clerk(data.required("updated_at")?),
     })
 }
 
-fn stub(wire: WirePublicUserData) -> Result<UserStub> {
+fn stub(data: &Object<'_>) -> Result<UserStub> {
     Ok(UserStub {
-        id: UserId::parse(wire.user_id)?,
-        first_name: wire.first_name,
-        last_name: wire.last_name,
-        image_url: wire.image_url,
-        identifier: wire.identifier,
+        id: UserId::parse(data.required::<String>("user_id")?)?,
+        first_name: data.text("first_name")?,
+        last_name: data.text("last_name")?,
+        image_url: data.text("image_url")?,
+        identifier: data.text("identifier")?,
     })
 }
 
@@ -267,14 +253,19 @@ fn normalise_role(role: String) -> String {
     }
 }
 
-fn membership(wire: WireMembership) -> Result<Membership> {
+fn membership(data: &Object<'_>) -> Result<Membership> {
     Ok(Membership {
-        id: MembershipId::parse(wire.id)?,
-        user: stub(wire.public_user_data)?,
-        org: organization(wire.organization)?,
-        role: normalise_role(wire.role),
-        permissions: wire.permissions.unwrap_or_default(),
-        created_at: Millis::from_clerk(wire.created_at),
-        updated_at: Millis::from_clerk(wire.updated_at),
+        id: MembershipId::parse(data.required::<String>("id")?)?,
+        user: stub(&data.object("public_user_data")?)?,
+        org: organization(&data.object("organization")?)?,
+        role: normalise_role(strip_nul(data.required::<String>("role")?)),
+        permissions: data
+            .get::<Vec<String>>("permissions")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(strip_nul)
+            .collect(),
+        created_at: Millis::from_clerk(data.required("created_at")?),
+        updated_at: Millis::from_clerk(data.required("updated_at")?),
     })
 }

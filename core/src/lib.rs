@@ -11,6 +11,7 @@
 
 mod error;
 mod event;
+mod fields;
 mod ids;
 mod millis;
 pub mod mirror;

@@ -1,5 +1,5 @@
-//! Clerk's JSON as it arrives. Lenient on purpose: unknown fields are ignored and most fields may
-//! be absent or null, because Clerk adds and changes fields over time.
+//! The envelope as ingest's routing reads it. The worker's decoder reads events field by field
+//! instead (`crate::fields`), never building a tree of what it does not store.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -26,66 +26,4 @@ impl Envelope {
             .map_err(|e| crate::Error::NotAnEnvelope(crate::JsonProblem::new(String::new(), &e)))?;
         Ok(envelope)
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireUser {
-    pub id: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub username: Option<String>,
-    pub image_url: Option<String>,
-    pub external_id: Option<String>,
-    #[serde(default)]
-    pub email_addresses: Option<Vec<WireEmail>>,
-    pub primary_email_address_id: Option<String>,
-    #[serde(default)]
-    pub public_metadata: Option<Value>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireEmail {
-    pub id: String,
-    pub email_address: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireDeleted {
-    pub id: String,
-    pub slug: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireOrg {
-    pub id: String,
-    pub name: Option<String>,
-    pub slug: Option<String>,
-    pub image_url: Option<String>,
-    #[serde(default)]
-    pub public_metadata: Option<Value>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireMembership {
-    pub id: String,
-    pub role: String,
-    #[serde(default)]
-    pub permissions: Option<Vec<String>>,
-    pub organization: WireOrg,
-    pub public_user_data: WirePublicUserData,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WirePublicUserData {
-    pub user_id: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub image_url: Option<String>,
-    pub identifier: Option<String>,
 }

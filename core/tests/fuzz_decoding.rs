@@ -2,7 +2,9 @@
 //! return a value or a typed error, never a panic. `fuzz/` has a cargo-fuzz target for longer runs.
 #![cfg(feature = "testkit")]
 
-use clerk_sync_core::routing_agreement::quick_and_full_routing_agree;
+use clerk_sync_core::routing_agreement::{
+    accepted_user_event_decodes, nested, quick_and_full_routing_agree,
+};
 use clerk_sync_core::{route, ClerkEvent, Envelope, EventId};
 use proptest::prelude::*;
 
@@ -137,5 +139,64 @@ fn every_fixture_decodes() {
     for bytes in fixtures() {
         ClerkEvent::decode(EventId::parse("msg_1").expect("id"), &bytes)
             .expect("a real payload decodes");
+    }
+}
+
+/// The inside of a JSON string literal as an end user might make one: plain text, NUL, lone and
+/// paired surrogates, bidi overrides, terminal escapes, quotes and backslashes.
+fn arb_typed_name() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            "[a-zA-Zé€ ]{0,4}",
+            Just(r"\u0000".to_owned()),
+            Just(r"\ud800".to_owned()),
+            Just(r"\udfff".to_owned()),
+            Just(r"\ud83d\ude00".to_owned()),
+            Just(r"\u202e".to_owned()),
+            Just(r"\u001b[31m".to_owned()),
+            Just(r#"\"\\"#.to_owned()),
+        ],
+        0..6,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+/// JSON an end user might write into `unsafe_metadata`: any value, nested to any depth, with
+/// keys that are e-mail addresses, NUL or duplicates.
+fn arb_hostile_json() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![Just(0_usize), 1..200_usize, 1_000..60_000_usize],
+        prop_oneof![
+            Just("k".to_owned()),
+            Just("alice@example.com".to_owned()),
+            Just(r"\u0000".to_owned()),
+            Just(r"\ud800".to_owned()),
+        ],
+        arb_json(),
+    )
+        .prop_map(|(depth, key, leaf)| nested(depth, &key, &leaf.to_string()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300)
+    ))]
+
+    #[test]
+    fn whatever_an_end_user_writes_an_event_ingest_accepts_is_one_the_worker_decodes(
+        hostile in arb_hostile_json(),
+        name in arb_typed_name(),
+    ) {
+        accepted_user_event_decodes(&hostile, &name);
+    }
+}
+
+#[test]
+fn unsafe_metadata_nested_200_5000_and_50000_deep_decodes_and_ingest_routes_it() {
+    for depth in [126, 200, 5_000, 50_000] {
+        let hostile = nested(depth, "k", "1");
+        let body = clerk_sync_core::routing_agreement::user_event_with(&hostile, "Ada");
+        clerk_sync_core::route_body(body.as_bytes()).expect("ingest accepts it");
+        accepted_user_event_decodes(&hostile, "Ada");
     }
 }

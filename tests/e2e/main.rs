@@ -12,6 +12,7 @@ mod deploy_config;
 mod deploy_queries;
 mod docker_context;
 mod failures;
+mod hostile_input;
 mod lock_order;
 mod lock_timeout;
 mod mirror_cases;

@@ -1,0 +1,70 @@
+//! What a Clerk end user controls (`unsafe_metadata`, the names they type) never freezes their
+//! row: the worker applies every such event, and every later one (apply path, no broker).
+
+use clerk_sync_core::routing_agreement::{nested, user_event_with};
+use clerk_sync_core::{ClerkEvent, EventId};
+use clerk_sync_worker::{apply_records, Health, Record, WorkerMetrics};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::TestDb;
+
+fn record(offset: i64, body: &str) -> Record {
+    let id = EventId::parse(format!("msg_hostile_{offset}")).expect("id");
+    Record {
+        topic: "clerk.users".into(),
+        partition: 0,
+        offset,
+        decoded: ClerkEvent::decode(id, body.as_bytes()).map_err(clerk_sync_worker::Error::Decode),
+        trace: None,
+    }
+}
+
+#[tokio::test]
+async fn a_user_with_unsafe_metadata_nested_50000_deep_and_nul_and_lone_surrogates_in_their_name_is_applied_and_so_are_their_later_updates(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let health = Health::new(
+        db.pool.clone(),
+        WorkerMetrics::new(prometheus::Registry::new(), &["clerk.users".into()])?,
+    );
+    let hostile = nested(50_000, "alice@example.com", r#""\u0000""#);
+    let first = user_event_with(&hostile, r"A\u0000da\ud800 \u202e\u001b[31m");
+    // The same user renamed later, a millisecond on, the metadata as deep as before.
+    let later = user_event_with(&hostile, "Grace")
+        .replace(
+            r#""updated_at":1754560800000"#,
+            r#""updated_at":1754560800001"#,
+        )
+        .replace(
+            r#""timestamp":1754560800000"#,
+            r#""timestamp":1754560800001"#,
+        );
+    for (offset, body) in [(0, &first), (1, &later)] {
+        let (report, poison) = apply_records(
+            &db.pool,
+            &[record(offset, body)],
+            &health,
+            &CancellationToken::new(),
+        )
+        .await?;
+        assert!(poison.is_empty(), "nothing dead-lettered: {poison:?}");
+        assert_eq!(report.applied, 1);
+        if offset == 0 {
+            let (name, username): (String, String) =
+                sqlx::query_as("SELECT first_name, username FROM users")
+                    .fetch_one(&db.pool)
+                    .await?;
+            assert_eq!(
+                name, "Ada\u{FFFD} \u{202E}\u{1b}[31m",
+                "stored as typed but for NUL"
+            );
+            assert_eq!(username, name);
+        }
+    }
+    let (name, role): (String, String) =
+        sqlx::query_as("SELECT first_name, public_metadata->>'role' FROM users")
+            .fetch_one(&db.pool)
+            .await?;
+    assert_eq!((name.as_str(), role.as_str()), ("Grace", "admin"));
+    Ok(())
+}
