@@ -1,3 +1,6 @@
+//! Creating the topics: what each one is given (one plan, shown by `--dry-run` and carried out
+//! by `create`), so durability does not depend on the broker's defaults.
+
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -6,27 +9,72 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
-/// Creates the topics that do not exist yet; existing ones are left as they are.
-pub async fn ensure_topics(
-    brokers: &str,
-    options: &[(String, String)],
-    names: &[String],
-    partitions: i32,
-    replication: i32,
-) -> Result<()> {
-    ensure_topics_with(brokers, options, names, partitions, replication, None).await
+/// The dead-letter topic keeps its records 30 days by default: an operator has time to find,
+/// fix and redrive them, whatever the event topics' retention.
+pub const DEFAULT_DLQ_RETENTION_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
+/// One topic to create, with the settings it gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub configs: Vec<(&'static str, String)>,
 }
 
-/// [`ensure_topics`] with an optional `retention.ms` for new topics.
-pub async fn ensure_topics_with(
-    brokers: &str,
-    options: &[(String, String)],
-    names: &[String],
+/// What every topic gets: `partitions` and `replication`, `min.insync.replicas` of
+/// replication − 1 (at least 1, at most 2: an acks=all write then survives the loss of any one
+/// broker and still succeeds while one is down), `retention_ms` for the event topics when set,
+/// and `dlq_retention_ms` for the dead-letter topic.
+pub fn plan(
+    event_topics: &[String],
+    dlq_topic: &str,
     partitions: i32,
     replication: i32,
     retention_ms: Option<i64>,
+    dlq_retention_ms: i64,
+) -> Vec<TopicSpec> {
+    let min_insync = (replication - 1).clamp(1, 2).to_string();
+    let spec = |name: &str, retention: Option<i64>| {
+        let mut configs = vec![("min.insync.replicas", min_insync.clone())];
+        if let Some(r) = retention {
+            configs.push(("retention.ms", r.to_string()));
+        }
+        TopicSpec {
+            name: name.to_owned(),
+            partitions,
+            replication,
+            configs,
+        }
+    };
+    let mut specs: Vec<TopicSpec> = event_topics
+        .iter()
+        .map(|name| spec(name, retention_ms))
+        .collect();
+    specs.push(spec(dlq_topic, Some(dlq_retention_ms)));
+    specs
+}
+
+impl std::fmt::Display for TopicSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (partitions {}, replication {}",
+            self.name, self.partitions, self.replication
+        )?;
+        for (key, value) in &self.configs {
+            write!(f, ", {key}={value}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Creates the topics of `specs` that do not exist yet; existing ones are left as they are.
+pub async fn create(
+    brokers: &str,
+    options: &[(String, String)],
+    specs: &[TopicSpec],
 ) -> Result<()> {
-    let retention = retention_ms.map(|r| r.to_string());
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     clerk_sync_worker::kafka_options::apply(
@@ -37,14 +85,17 @@ pub async fn ensure_topics_with(
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .context("KAFKA_BROKERS: cannot create a Kafka admin client")?;
-    let topics: Vec<NewTopic<'_>> = names
+    let topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|n| {
-            let topic = NewTopic::new(n, partitions, TopicReplication::Fixed(replication));
-            match &retention {
-                Some(r) => topic.set("retention.ms", r),
-                None => topic,
-            }
+        .map(|spec| {
+            spec.configs.iter().fold(
+                NewTopic::new(
+                    &spec.name,
+                    spec.partitions,
+                    TopicReplication::Fixed(spec.replication),
+                ),
+                |topic, (key, value)| topic.set(key, value),
+            )
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -59,4 +110,57 @@ pub async fn ensure_topics_with(
         }
     }
     Ok(())
+}
+
+/// Creates `names` with `partitions` and `replication` and nothing else (tests' own topics).
+pub async fn ensure_topics(
+    brokers: &str,
+    options: &[(String, String)],
+    names: &[String],
+    partitions: i32,
+    replication: i32,
+) -> Result<()> {
+    let specs: Vec<TopicSpec> = names
+        .iter()
+        .map(|name| TopicSpec {
+            name: name.clone(),
+            partitions,
+            replication,
+            configs: Vec::new(),
+        })
+        .collect();
+    create(brokers, options, &specs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_insync_replicas_is_one_less_than_replication_between_one_and_two_and_the_dlq_keeps_its_own_retention(
+    ) {
+        let events = vec!["clerk.users".to_owned()];
+        for (replication, min_insync) in [(1, "1"), (2, "1"), (3, "2"), (5, "2")] {
+            let specs = plan(&events, "clerk.dlq", 6, replication, None, 99);
+            assert!(specs.iter().all(|s| s
+                .configs
+                .contains(&("min.insync.replicas", min_insync.to_owned()))));
+        }
+        let specs = plan(
+            &events,
+            "clerk.dlq",
+            6,
+            3,
+            Some(7),
+            DEFAULT_DLQ_RETENTION_MS,
+        );
+        assert_eq!(
+            specs[0].to_string(),
+            "clerk.users (partitions 6, replication 3, min.insync.replicas=2, retention.ms=7)"
+        );
+        assert_eq!(
+            specs[1].to_string(),
+            "clerk.dlq (partitions 6, replication 3, min.insync.replicas=2, retention.ms=2592000000)"
+        );
+    }
 }

@@ -102,14 +102,17 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         topic_other: None,
         topic_dlq: "clerk.dlq".to_owned(),
     };
-    crate::topics::ensure_topics(
-        &kafka.brokers,
-        &kafka.options(),
+    // Every topic the worker writes to as well as reads: without the dead-letter topic, the
+    // first undecodable record would hold its partition while the write is retried.
+    let specs = crate::topics::plan(
         &topics.topics().synced(),
+        &topics.topic_dlq,
         3,
         1,
-    )
-    .await?;
+        None,
+        crate::topics::DEFAULT_DLQ_RETENTION_MS,
+    );
+    crate::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
 
     let database = DatabaseArgs {
         database_url: database_url.clone(),

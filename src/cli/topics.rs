@@ -1,4 +1,4 @@
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Subcommand;
 
 use super::{KafkaArgs, TopicArgs};
@@ -17,6 +17,10 @@ pub enum TopicsCommand {
         /// enough to replay from: a week or more.
         #[arg(long, env = "TOPIC_RETENTION_MS")]
         retention_ms: Option<i64>,
+        /// Retention of the dead-letter topic in milliseconds (30 days): time to find, fix and
+        /// redrive a record, whatever the event topics keep.
+        #[arg(long, env = "TOPIC_DLQ_RETENTION_MS", default_value_t = crate::topics::DEFAULT_DLQ_RETENTION_MS)]
+        dlq_retention_ms: i64,
         /// Print what would be created, change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -33,34 +37,38 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
             partitions,
             replication,
             retention_ms,
+            dlq_retention_ms,
             dry_run,
             kafka,
             topics,
         } => {
+            if partitions < 1 || replication < 1 {
+                bail!("TOPIC_PARTITIONS / TOPIC_REPLICATION: expected at least 1");
+            }
+            if dlq_retention_ms < 1 {
+                bail!("TOPIC_DLQ_RETENTION_MS: expected a positive number of milliseconds");
+            }
             let dlq = topics.topic_dlq.clone();
             let topics = topics.topics();
             let mut names = topics.synced();
             names.extend(topics.other.clone());
-            names.push(dlq);
-            if dry_run {
-                for name in &names {
-                    println!(
-                        "would create {name} (partitions {partitions}, replication {replication})"
-                    );
-                }
-                return Ok(());
-            }
-            crate::topics::ensure_topics_with(
-                &kafka.brokers,
-                &kafka.options(),
+            let specs = crate::topics::plan(
                 &names,
+                &dlq,
                 partitions,
                 replication,
                 retention_ms,
-            )
-            .await?;
-            for name in &names {
-                println!("{name}: present");
+                dlq_retention_ms,
+            );
+            if dry_run {
+                for spec in &specs {
+                    println!("would create {spec}");
+                }
+                return Ok(());
+            }
+            crate::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
+            for spec in &specs {
+                println!("{}: present", spec.name);
             }
             Ok(())
         }

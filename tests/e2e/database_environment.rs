@@ -213,3 +213,39 @@ async fn a_value_postgres_rejects_with_a_data_error_dead_letters_exactly_that_re
     assert_eq!(db.count("SELECT count(*) FROM users").await, 29);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_the_migrations_waits_not_ready_and_applies_everything_once_they_run_with_no_dead_letter(
+) -> anyhow::Result<()> {
+    use crate::harness::{post_all, run_cli, sim, Ingest, TestKafka, WorkerProcess};
+
+    let db = TestDb::unmigrated().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    let (history, delivery) = sim::history_and_delivery(40)?;
+    post_all(&ingest, &delivery).await?;
+    // As the Kubernetes manifests run it: the migration Job may not have run yet.
+    let worker = WorkerProcess::start_with(&db, &kafka, &[("SKIP_MIGRATIONS", "true")]).await?;
+    let client = reqwest::Client::new();
+    let readyz = format!("{}/readyz", worker.base);
+    let answer = eventually("not ready, naming the migrations", SETTLED, || async {
+        let r = client.get(&readyz).send().await.ok()?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.ok()?;
+        let reason = body["reason"].as_str().unwrap_or_default().to_owned();
+        (status == 503 && reason.contains("clerk-sync migrate")).then_some(body)
+    })
+    .await;
+    assert_eq!(answer["migrations_pending"], true, "{answer}");
+
+    run_cli(&kafka, &["migrate"], &[("DATABASE_URL", db.url.as_str())]).await?;
+    crate::pipeline::wait_until_all_committed(&kafka).await?;
+    sim::assert_tables_equal(&db, &sim::expected(&history)?).await?;
+    assert_eq!(kafka.record_count(&kafka.dlq)?, 0, "nothing dead-lettered");
+    eventually("ready once migrated", SETTLED, || async {
+        let r = client.get(&readyz).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    Ok(())
+}
