@@ -222,9 +222,10 @@ async fn the_lag_command_reports_log_end_committed_and_lag_for_a_group_with_know
 
 // Multi-threaded: the receiver's tasks run while the test waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_runs_from_the_http_request_through_the_broker_to_the_database(
+async fn one_trace_runs_from_the_http_request_through_the_broker_to_the_database_exported_over_https(
 ) -> anyhow::Result<()> {
-    let receiver = crate::harness::otlp::OtlpReceiver::start().await?;
+    let receiver = crate::harness::otlp::OtlpReceiver::start_over_tls().await?;
+    assert!(receiver.endpoint.starts_with("https://"));
     let env = receiver.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let db = TestDb::new().await?;

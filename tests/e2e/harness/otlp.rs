@@ -20,6 +20,8 @@ pub struct OtlpReceiver {
     pub endpoint: String,
     spans: Arc<Mutex<Vec<ExportedSpan>>>,
     task: tokio::task::JoinHandle<()>,
+    /// When served over TLS: the front and the CA that signed its certificate.
+    tls: Option<(super::tls::TlsFront, super::tls::TestCa)>,
 }
 
 fn service_of(resource: &Value) -> String {
@@ -72,7 +74,21 @@ impl OtlpReceiver {
             endpoint,
             spans,
             task,
+            tls: None,
         })
+    }
+
+    /// The collector behind TLS, its certificate signed by a test CA the processes trust
+    /// through `SSL_CERT_FILE`: the way a production collector is reached.
+    pub async fn start_over_tls() -> Result<Self> {
+        let mut receiver = Self::start().await?;
+        let ca = super::tls::TestCa::new("clerk-sync test CA")?;
+        let plain: std::net::SocketAddr =
+            receiver.endpoint.trim_start_matches("http://").parse()?;
+        let front = super::tls::TlsFront::start(ca.server_identity()?, plain).await?;
+        receiver.endpoint = front.url();
+        receiver.tls = Some((front, ca));
+        Ok(receiver)
     }
 
     pub fn spans(&self) -> Vec<ExportedSpan> {
@@ -86,6 +102,14 @@ impl OtlpReceiver {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_owned()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
         ]
+        .into_iter()
+        .chain(self.tls.as_ref().map(|(_, ca)| {
+            (
+                "SSL_CERT_FILE",
+                ca.pem_file().to_string_lossy().into_owned(),
+            )
+        }))
+        .collect()
     }
 }
 
