@@ -252,6 +252,28 @@ fn kubernetes_manifests_are_complete_and_match_the_binary() {
                     "{file}"
                 );
             }
+            // Nothing orders a Deployment after a Job: a worker that leaves migrating to the
+            // Job must be one that waits for the schema (not ready meanwhile), and the Job must
+            // be there to run them.
+            if args.first().map(String::as_str) == Some("worker") {
+                let skip = container["env"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["name"] == "SKIP_MIGRATIONS")
+                    .and_then(|e| e["value"].as_str());
+                assert_eq!(skip, Some("true"), "{file}: the Job migrates");
+                assert!(
+                    docs.iter().any(|(_, d)| d["kind"] == "Job"
+                        && strings(&d["spec"]["template"]["spec"]["containers"][0]["args"])
+                            == ["migrate"]),
+                    "a migration Job"
+                );
+                assert!(
+                    repo_file("src/cli/worker.rs").contains("wait_for_schema"),
+                    "the worker waits for the Job's migrations"
+                );
+            }
         }
     }
 }
