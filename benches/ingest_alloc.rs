@@ -126,6 +126,8 @@ fn main() -> Result<()> {
             body_limit: 256 * 1024,
             in_flight: Arc::new(tokio::sync::Semaphore::new(1024)),
             request_timeout: deadline,
+            max_connections: 4096,
+            broker_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             metrics: IngestMetrics::new(prometheus::Registry::new())?,
         });
         let ceiling = Router::new().route(

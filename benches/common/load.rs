@@ -169,7 +169,10 @@ pub async fn http_ceiling(
     let server = tokio::spawn(clerk_sync_ingest::serve_router(
         listener,
         app,
-        Duration::from_secs(10),
+        clerk_sync_ingest::ServeLimits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        },
         tokio_util::sync::CancellationToken::new(),
     ));
     let requests = signed_requests(w, "whsec_Y2xlcmstc3luYy10ZXN0LXNlY3JldCEh");

@@ -15,5 +15,5 @@ pub use error::{error_chain, Error, Result};
 pub use metrics::{IngestMetrics, OUTCOMES};
 pub use publish::{Published, Publisher};
 pub use routes::{router, AppState};
-pub use server::{serve, serve_router};
+pub use server::{serve, serve_router, ServeLimits};
 pub use verify::{UnverifiedWebhook, VerifiedWebhook, Verifier};

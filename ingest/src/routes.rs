@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,10 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Longest a request may take, body upload included (slow clients get 408).
     pub request_timeout: Duration,
+    /// Connections open at once (`MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Whether the broker answered the last background check (`/readyz` reads only this).
+    pub broker_ready: Arc<AtomicBool>,
     pub metrics: IngestMetrics,
 }
 
@@ -67,23 +72,15 @@ impl FromRequest<AppState> for VerifiedWebhook {
     }
 }
 
-/// Sheds load before reading the body, then verifies, publishes and answers, all within the
+/// Refuses what the head tells is unsigned, sheds load before reading the body, then verifies,
+/// publishes and answers, all within the
 /// request timeout (body upload included: a slow client gets 408). The timeout is kept here,
 /// not in a layer, so a request cut off is still counted and leaves the in-flight gauge.
 async fn receive(State(state): State<AppState>, request: Request) -> Result<Answer, ApiError> {
     let started = Instant::now();
-    let result = match state.in_flight.clone().try_acquire_owned() {
-        Err(_) => Err(ApiError::Overloaded),
-        Ok(_permit) => {
-            let _in_flight = Gauged::new(&state.metrics.in_flight);
-            let handled = async {
-                let webhook = VerifiedWebhook::from_request(request, &state).await;
-                handle(&state, webhook).await
-            };
-            tokio::time::timeout(state.request_timeout, handled)
-                .await
-                .unwrap_or(Err(ApiError::Timeout))
-        }
+    let result = match precheck(&state, &request) {
+        Err(refused) => Err(refused),
+        Ok(()) => admit(&state, request).await,
     };
     let outcome = match &result {
         Ok(outcome) => *outcome,
@@ -96,6 +93,46 @@ async fn receive(State(state): State<AppState>, request: Request) -> Result<Answ
         .with_label_values(&[outcome])
         .observe(started.elapsed().as_secs_f64());
     result.map(Answer)
+}
+
+/// What the head alone tells: unsigned or stale requests, and bodies announced beyond the
+/// limit behind `Expect: 100-continue`, are answered before a slot is taken or a byte of the
+/// body is read.
+fn precheck(state: &AppState, request: &Request) -> Result<(), ApiError> {
+    state
+        .verifier
+        .precheck(request.headers(), std::time::SystemTime::now())?;
+    // A client that waits for `100 Continue` reads this answer before sending a byte of the
+    // body; one that sends at once is cut off at the limit as its body streams (413 too).
+    let waits = request.headers().get(header::EXPECT).is_some();
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if waits && announced.is_some_and(|n| n > state.body_limit as u64) {
+        return Err(ApiError::TooLarge {
+            limit: state.body_limit,
+        });
+    }
+    Ok(())
+}
+
+/// Takes an in-flight slot (or sheds the request), then reads, verifies and publishes.
+async fn admit(state: &AppState, request: Request) -> Result<&'static str, ApiError> {
+    match state.in_flight.clone().try_acquire_owned() {
+        Err(_) => Err(ApiError::Overloaded),
+        Ok(_permit) => {
+            let _in_flight = Gauged::new(&state.metrics.in_flight);
+            let handled = async {
+                let webhook = VerifiedWebhook::from_request(request, state).await;
+                handle(state, webhook).await
+            };
+            tokio::time::timeout(state.request_timeout, handled)
+                .await
+                .unwrap_or(Err(ApiError::Timeout))
+        }
+    }
 }
 
 /// Counts one request in a gauge for as long as it lives (also when its future is dropped).
@@ -185,8 +222,9 @@ async fn publish_verified(
     }
 }
 
+/// From state kept by a background check (`serve`): a flood of probes costs the broker nothing.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let broker = state.publisher.is_reachable(Duration::from_secs(2)).await;
+    let broker = state.broker_ready.load(Ordering::Relaxed);
     let status = if broker {
         StatusCode::OK
     } else {

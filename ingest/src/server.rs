@@ -1,5 +1,8 @@
-//! The HTTP server: one hyper connection per client, headers bounded in time, graceful shutdown.
+//! The HTTP server: one hyper connection per client, connections bounded in number, request
+//! heads bounded in time and bytes, graceful shutdown.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -7,7 +10,9 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -16,35 +21,84 @@ use crate::{error_chain, router, AppState};
 /// How long in-flight requests may take to finish once shutdown starts.
 const DRAIN_FOR: Duration = Duration::from_secs(30);
 
+/// The largest request head taken, in bytes (request line and headers): a Svix delivery's is
+/// under 2 KiB. Beyond it hyper answers 431 without buffering more.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How often ingest asks the broker whether it answers, for `/readyz`.
+const READINESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Bounds on what clients may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// A client must send its request head within this, and an idle keep-alive connection is
+    /// closed after it.
+    pub header_timeout: Duration,
+    /// Connections open at once; beyond it a new connection is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl ServeLimits {
+    /// For a port only probes and scrapes use (the worker's).
+    pub fn probes() -> Self {
+        ServeLimits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 64,
+        }
+    }
+}
+
 /// Serves until `cancel` fires, lets in-flight requests finish, then flushes the producer.
+/// Broker readiness is refreshed in the background, so `/readyz` costs no broker round trip.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let publisher = state.publisher.clone();
-    let header_timeout = state.request_timeout;
-    serve_router(listener, router(state), header_timeout, cancel).await;
+    let limits = ServeLimits {
+        header_timeout: state.request_timeout,
+        max_connections: state.max_connections,
+    };
+    let readiness = tokio::spawn(refresh_readiness(state.clone(), cancel.child_token()));
+    serve_router(listener, router(state), limits, cancel).await;
+    readiness.abort();
     if let Err(e) = publisher.flush(Duration::from_secs(10)).await {
         warn!(error = %error_chain(&e), "producer flush at shutdown failed");
     }
     Ok(())
 }
 
+/// Asks the broker every [`READINESS_EVERY`] whether it answers, until cancelled.
+async fn refresh_readiness(state: AppState, cancel: CancellationToken) {
+    loop {
+        let reachable = state.publisher.is_reachable(Duration::from_secs(2)).await;
+        state.broker_ready.store(reachable, Ordering::Relaxed);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(READINESS_EVERY) => {}
+        }
+    }
+}
+
 /// Serves `app` until `cancel` fires, then lets in-flight requests finish (30 s at most).
 ///
-/// A client must send its request headers within `header_timeout`, and an idle keep-alive
-/// connection is closed after it: without that bound (which `axum::serve` does not set) a client
-/// trickling headers, or merely connecting, holds a connection and a file descriptor forever.
+/// A client must send its request head within `limits.header_timeout`, in at most
+/// [`MAX_HEAD_BYTES`], and an idle keep-alive connection is closed after it: without those bounds
+/// (which `axum::serve` does not set) a client trickling headers, or merely connecting, holds a
+/// connection and a file descriptor forever. At most `limits.max_connections` are open at once.
 pub async fn serve_router(
     listener: TcpListener,
     app: Router,
-    header_timeout: Duration,
+    limits: ServeLimits,
     cancel: CancellationToken,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(64);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -59,6 +113,12 @@ pub async fn serve_router(
                 }
             },
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            // Full: a client holding connections open must not make deliveries queue behind
+            // it. Answered at once; Svix retries a 503.
+            tokio::spawn(refuse(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
@@ -66,6 +126,7 @@ pub async fn serve_router(
         tokio::spawn(async move {
             // A client going away mid-request is its own business, not a server error.
             let _ = connection.await;
+            drop(slot);
         });
     }
     drop(listener);
@@ -75,4 +136,14 @@ pub async fn serve_router(
     {
         warn!("in-flight requests did not finish within {DRAIN_FOR:?} of shutdown");
     }
+}
+
+/// Answers a connection beyond the limit with 503 and closes it, spending at most a second.
+async fn refuse(mut stream: TcpStream) {
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 68\r\nconnection: close\r\n\r\n{\"error\":\"overloaded\",\"message\":\"too many connections; retry later\"}";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(ANSWER).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

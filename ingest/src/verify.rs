@@ -85,6 +85,67 @@ fn header<'a>(headers: &'a HeaderMap, svix: &str, standard: &str) -> Option<&'a 
         .and_then(|v| v.to_str().ok())
 }
 
+/// Signatures a request may carry: one per secret Svix signs with (two during a rotation),
+/// with room to spare. More is no delivery of Svix's.
+const MAX_SIGNATURES: usize = 8;
+
+/// Longest `svix-id` taken (Svix's are `msg_` and 27 characters).
+const MAX_ID_LEN: usize = 256;
+
+impl Verifier {
+    /// What can be told from a request's head alone, before its body is read or an in-flight
+    /// slot is taken: the Svix headers are each there once (as `svix-*` or `webhook-*`, which
+    /// agree when both are sent), well-formed, with at most [`MAX_SIGNATURES`] signatures, and
+    /// the timestamp (unix seconds, digits only) inside the window. A request that fails this
+    /// costs no more than its head.
+    pub fn precheck(&self, headers: &HeaderMap, now: SystemTime) -> Result<(), ApiError> {
+        let id = single(headers, "svix-id", "webhook-id")?;
+        if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::MissingSignature("svix-id"));
+        }
+        let timestamp = single(headers, "svix-timestamp", "webhook-timestamp")?;
+        let well_formed = !timestamp.is_empty()
+            && timestamp.len() <= 12
+            && timestamp.bytes().all(|b| b.is_ascii_digit())
+            && !(timestamp.len() > 1 && timestamp.starts_with('0'));
+        let sent: u64 = match timestamp.parse() {
+            Ok(sent) if well_formed => sent,
+            _ => return Err(ApiError::MissingSignature("svix-timestamp")),
+        };
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now.abs_diff(sent) > self.tolerance.as_secs() {
+            return Err(ApiError::Stale);
+        }
+        let signatures = single(headers, "svix-signature", "webhook-signature")?;
+        let count = signatures.split_ascii_whitespace().count();
+        if count == 0 || count > MAX_SIGNATURES {
+            return Err(ApiError::MissingSignature("svix-signature"));
+        }
+        Ok(())
+    }
+}
+
+/// The one value of a Svix header, sent under its `svix-` or its `webhook-` name (the same value
+/// when under both). Repeated or disagreeing lines make the request ambiguous: refused.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    svix: &'static str,
+    standard: &str,
+) -> Result<&'a str, ApiError> {
+    let mut values = headers
+        .get_all(svix)
+        .iter()
+        .chain(headers.get_all(standard).iter());
+    let first = values.next().ok_or(ApiError::MissingSignature(svix))?;
+    if values.any(|other| other != first)
+        || headers.get_all(svix).iter().count() > 1
+        || headers.get_all(standard).iter().count() > 1
+    {
+        return Err(ApiError::MissingSignature(svix));
+    }
+    first.to_str().map_err(|_| ApiError::MissingSignature(svix))
+}
+
 impl UnverifiedWebhook {
     pub fn new(headers: HeaderMap, body: Bytes) -> Self {
         UnverifiedWebhook { headers, body }
@@ -237,6 +298,59 @@ mod tests {
             .verify_at(&verifier(&[SVIX_SECRET]), at(1_614_265_330))
             .expect_err("rejected");
         assert_eq!(err, ApiError::MissingSignature("svix-signature"));
+    }
+
+    #[test]
+    fn a_head_without_well_formed_svix_headers_is_refused_before_its_body_is_read() {
+        let v = verifier(&[SVIX_SECRET]);
+        let now = at(1_614_265_330);
+        assert_eq!(v.precheck(&svix_vector(), now), Ok(()));
+        let with = |name: &str, value: &str| {
+            let mut h = svix_vector();
+            h.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+            h
+        };
+        let ts = "svix-timestamp";
+        for (headers, expected) in [
+            (with(ts, "+1614265330"), ApiError::MissingSignature(ts)),
+            (with(ts, "0001614265330"), ApiError::MissingSignature(ts)),
+            (with(ts, "-1"), ApiError::MissingSignature(ts)),
+            (
+                with(ts, "99999999999999999999999"),
+                ApiError::MissingSignature(ts),
+            ),
+            (with(ts, "1614265330000"), ApiError::MissingSignature(ts)),
+            (with(ts, "1614264000"), ApiError::Stale),
+            (with("svix-id", ""), ApiError::MissingSignature("svix-id")),
+            (
+                with("webhook-id", "msg_other"),
+                ApiError::MissingSignature("svix-id"),
+            ),
+            (
+                with("svix-signature", &"v1,AAAA ".repeat(5_000)),
+                ApiError::MissingSignature("svix-signature"),
+            ),
+        ] {
+            assert_eq!(v.precheck(&headers, now), Err(expected));
+        }
+        let mut repeated = svix_vector();
+        repeated.append("svix-id", "msg_second".parse().expect("value"));
+        assert_eq!(
+            v.precheck(&repeated, now),
+            Err(ApiError::MissingSignature("svix-id"))
+        );
+        // The same message under both names is one message.
+        assert_eq!(
+            v.precheck(&with("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"), now),
+            Ok(())
+        );
+        assert_eq!(
+            v.precheck(&HeaderMap::new(), now),
+            Err(ApiError::MissingSignature("svix-id"))
+        );
     }
 
     #[test]

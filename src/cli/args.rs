@@ -175,6 +175,10 @@ pub struct IngestArgs {
     /// Requests handled at once; more are answered 503 at once (Svix retries them).
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Connections open at once; beyond it a new connection is answered 503 and closed (idle
+    /// ones close after REQUEST_TIMEOUT_MS).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]

@@ -131,6 +131,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         webhook_body_limit: 256 * 1024,
         publish_deadline_ms: 5000,
         max_in_flight: 1024,
+        max_connections: 4096,
         request_timeout_ms: 10_000,
         kafka: kafka.clone(),
         topics: topics.clone(),

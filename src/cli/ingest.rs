@@ -23,6 +23,9 @@ pub async fn build(args: &IngestArgs) -> Result<AppState> {
     if args.max_in_flight == 0 {
         anyhow::bail!("MAX_IN_FLIGHT: expected at least 1");
     }
+    if args.max_connections == 0 {
+        anyhow::bail!("MAX_CONNECTIONS: expected at least 1");
+    }
     Ok(AppState {
         verifier: Arc::new(verifier),
         publisher,
@@ -30,6 +33,8 @@ pub async fn build(args: &IngestArgs) -> Result<AppState> {
         body_limit: args.webhook_body_limit,
         in_flight: Arc::new(tokio::sync::Semaphore::new(args.max_in_flight)),
         request_timeout: std::time::Duration::from_millis(args.request_timeout_ms.max(1)),
+        max_connections: args.max_connections,
+        broker_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         metrics: clerk_sync_ingest::IngestMetrics::new(prometheus::Registry::new())?,
     })
 }

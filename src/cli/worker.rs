@@ -28,7 +28,7 @@ pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
     let server = tokio::spawn(clerk_sync_ingest::serve_router(
         listener,
         health_router(health.clone()),
-        std::time::Duration::from_secs(10),
+        clerk_sync_ingest::ServeLimits::probes(),
         server_cancel.clone(),
     ));
     let result = async {

@@ -277,3 +277,329 @@ async fn hostile_requests_are_rejected_and_nothing_is_published() -> anyhow::Res
     );
     Ok(())
 }
+
+/// A request head with the Svix headers `headers` (name, value) and `extra` lines, for raw use.
+fn raw_head(headers: &[(&str, String)], extra: &str) -> String {
+    let mut head = "POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\n".to_owned();
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(extra);
+    head
+}
+
+/// A named set of Svix headers and the status it must get.
+type HeaderCase = (&'static str, Vec<(&'static str, String)>, u16);
+
+/// The status code of a raw answer (0 when there is none).
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_clients_hold_no_slot_and_end_user_input_of_any_shape_is_applied(
+) -> anyhow::Result<()> {
+    use clerk_sync_core::routing_agreement::{nested, user_event_with};
+
+    use crate::harness::{TestDb, WorkerProcess};
+
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(
+        &kafka,
+        &[
+            ("MAX_IN_FLIGHT", "4"),
+            ("MAX_CONNECTIONS", "64"),
+            ("REQUEST_TIMEOUT_MS", "3000"),
+            ("WEBHOOK_BODY_LIMIT", "1048576"),
+        ],
+    )
+    .await?;
+    let _worker = WorkerProcess::start(&db, &kafka).await?;
+    let url = ingest.webhook_url();
+    let addr = ingest.base.trim_start_matches("http://").to_owned();
+    let client = reqwest::Client::new();
+    let body = fixture("user.created.json");
+    let ts = now();
+
+    // MAX_IN_FLIGHT slow unsigned uploads: answered 401 from their head, holding no slot.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+        stream
+            .write_all(raw_head(&[], "content-length: 100000\r\n\r\n{\"type\":").as_bytes())
+            .await?;
+        slow.push(stream);
+    }
+    for stream in &mut slow {
+        let mut answer = vec![0; 12];
+        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut answer)).await??;
+        assert_eq!(status_of(&String::from_utf8_lossy(&answer)), 401);
+    }
+    let signed = |id: &str, body: &[u8]| {
+        let ts = now();
+        (ts, sign(TEST_SECRET, id, ts, body))
+    };
+    let (vts, vsig) = signed("msg_after_slow", &body);
+    let ok = client
+        .post(&url)
+        .header("svix-id", "msg_after_slow")
+        .header("svix-timestamp", vts.to_string())
+        .header("svix-signature", vsig)
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(
+        ok.status(),
+        StatusCode::OK,
+        "a real delivery after slow unsigned uploads"
+    );
+    drop(slow);
+
+    // A huge announced body behind Expect: 100-continue is refused before any of it is sent.
+    let (hts, hsig) = signed("msg_expect", &body);
+    let answer = raw(
+        &addr,
+        raw_head(
+            &[
+                ("svix-id", "msg_expect".to_owned()),
+                ("svix-timestamp", hts.to_string()),
+                ("svix-signature", hsig.clone()),
+            ],
+            "expect: 100-continue\r\ncontent-length: 10000000000\r\n\r\n",
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    // Content-Length together with chunked: refused, never published.
+    let answer = raw(
+        &addr,
+        raw_head(
+            &[
+                ("svix-id", "msg_expect".to_owned()),
+                ("svix-timestamp", hts.to_string()),
+                ("svix-signature", hsig),
+            ],
+            "content-length: 4\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(!(200..300).contains(&status_of(&answer)), "{answer}");
+
+    // Svix headers in every shape: what each is answered.
+    let valid_sig = |id: &str, ts: i64| sign(TEST_SECRET, id, ts, &body);
+    let cases: Vec<HeaderCase> = vec![
+        (
+            "webhook-* headers alone",
+            vec![
+                ("webhook-id", "msg_std".to_owned()),
+                ("webhook-timestamp", ts.to_string()),
+                ("webhook-signature", valid_sig("msg_std", ts)),
+            ],
+            200,
+        ),
+        (
+            "svix-* and webhook-* agreeing",
+            vec![
+                ("svix-id", "msg_both".to_owned()),
+                ("webhook-id", "msg_both".to_owned()),
+                ("svix-timestamp", ts.to_string()),
+                ("webhook-timestamp", ts.to_string()),
+                ("svix-signature", valid_sig("msg_both", ts)),
+            ],
+            200,
+        ),
+        (
+            "svix-id and webhook-id disagreeing",
+            vec![
+                ("svix-id", "msg_mixed".to_owned()),
+                ("webhook-id", "msg_other".to_owned()),
+                ("svix-timestamp", ts.to_string()),
+                ("svix-signature", valid_sig("msg_mixed", ts)),
+            ],
+            401,
+        ),
+        (
+            "svix-id twice",
+            vec![
+                ("svix-id", "msg_twice".to_owned()),
+                ("svix-id", "msg_twice_b".to_owned()),
+                ("svix-timestamp", ts.to_string()),
+                ("svix-signature", valid_sig("msg_twice", ts)),
+            ],
+            401,
+        ),
+        (
+            "svix-signature twice",
+            vec![
+                ("svix-id", "msg_sig2".to_owned()),
+                ("svix-timestamp", ts.to_string()),
+                ("svix-signature", "v1,AAAA".to_owned()),
+                ("svix-signature", valid_sig("msg_sig2", ts)),
+            ],
+            401,
+        ),
+        (
+            "5,000 signatures, the valid one last",
+            vec![
+                ("svix-id", "msg_5000".to_owned()),
+                ("svix-timestamp", ts.to_string()),
+                (
+                    "svix-signature",
+                    format!("{}{}", "v1,AAAA ".repeat(4_999), valid_sig("msg_5000", ts)),
+                ),
+            ],
+            401,
+        ),
+    ];
+    let mut timestamps: Vec<(&str, String)> = vec![
+        ("+now", format!("+{ts}")),
+        ("000now", format!("000{ts}")),
+        ("milliseconds", format!("{}", ts * 1000)),
+        ("-1", "-1".to_owned()),
+        ("beyond i64", "99999999999999999999999".to_owned()),
+    ];
+    let mut all = cases;
+    for (name, value) in timestamps.drain(..) {
+        all.push((
+            name,
+            vec![
+                ("svix-id", "msg_ts".to_owned()),
+                ("svix-timestamp", value),
+                ("svix-signature", valid_sig("msg_ts", ts)),
+            ],
+            401,
+        ));
+    }
+    for (name, headers, expected) in &all {
+        let mut request = raw_head(
+            headers,
+            &format!(
+                "content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            ),
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        let answer = raw(&addr, &request).await;
+        assert_eq!(status_of(&answer), *expected, "{name}: {answer}");
+    }
+
+    // What an end user controls, signed as Svix signs it: accepted and applied.
+    let mut hostile = Vec::new();
+    for (i, depth) in [200, 5_000, 50_000].into_iter().enumerate() {
+        hostile.push((
+            format!("user_deep{i}"),
+            user_event_with(&nested(depth, "k", "1"), "Ada")
+                .replace("user_2nF8kQ3xLmZ7rT1vB9cW4yHsJ6a", &format!("user_deep{i}")),
+        ));
+    }
+    hostile.push((
+        "user_names".to_owned(),
+        user_event_with(
+            r#"{"\u0000\ud800\u202e":"\u001b[2J"}"#,
+            r"A\u0000da\ud800 \u202eevil\u001b[31m",
+        )
+        .replace("user_2nF8kQ3xLmZ7rT1vB9cW4yHsJ6a", "user_names"),
+    ));
+    // data.id twice: the last wins, for routing and for applying alike.
+    hostile.push((
+        "user_last".to_owned(),
+        user_event_with("{}", "Dup")
+            .replace("user_2nF8kQ3xLmZ7rT1vB9cW4yHsJ6a", "user_last")
+            .replace(r#""data":{"#, r#""data":{"id":"user_first","#),
+    ));
+    for (i, (_, event)) in hostile.iter().enumerate() {
+        let id = format!("msg_hostile{i}");
+        let (hts, hsig) = signed(&id, event.as_bytes());
+        let r = client
+            .post(&url)
+            .header("svix-id", &id)
+            .header("svix-timestamp", hts.to_string())
+            .header("svix-signature", hsig)
+            .body(event.clone())
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::OK, "hostile event {i}");
+    }
+
+    // 10,000 pipelined unsigned requests whose answers are never read.
+    let pipelined = raw_head(&[], "content-length: 2\r\n\r\n{}").repeat(10_000);
+    if let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            stream.write_all(pipelined.as_bytes()),
+        )
+        .await;
+    }
+    // Many idle connections: beyond MAX_CONNECTIONS a connection is answered 503 at once.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await?);
+    }
+    let refused = raw(&addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(status_of(&refused), 503, "{refused}");
+    drop(idle);
+    // Once they are gone (closed by the clients or, idle, by the server), deliveries go through.
+    let delivered = crate::harness::eventually(
+        "a delivery after the idle connections",
+        Duration::from_secs(30),
+        || async {
+            let (ts, sig) = signed("msg_after_idle", &body);
+            let r = client
+                .post(&url)
+                .header("svix-id", "msg_after_idle")
+                .header("svix-timestamp", ts.to_string())
+                .header("svix-signature", sig)
+                .body(body.clone())
+                .send()
+                .await
+                .ok()?;
+            (r.status() == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+    let () = delivered;
+
+    crate::pipeline::wait_until_all_committed(&kafka).await?;
+    assert_eq!(kafka.record_count(&kafka.dlq)?, 0, "no dead letter");
+    for (id, _) in &hostile {
+        assert_eq!(
+            db.count(&format!(
+                "SELECT count(*) FROM users WHERE clerk_id = '{id}'"
+            ))
+            .await,
+            1,
+            "{id} applied"
+        );
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM users WHERE clerk_id = 'user_first'")
+            .await,
+        0
+    );
+    let name: String =
+        sqlx::query_scalar("SELECT first_name FROM users WHERE clerk_id = 'user_names'")
+            .fetch_one(&db.pool)
+            .await?;
+    assert_eq!(name, "Ada\u{FFFD} \u{202E}evil\u{1b}[31m");
+    // Published: the signed deliveries only (fixture user: 3 shapes; hostile: 5).
+    let synced: i64 = kafka
+        .topics
+        .synced()
+        .iter()
+        .map(|t| kafka.record_count(t).unwrap_or(-1))
+        .sum();
+    assert_eq!(
+        synced,
+        3 + hostile.len() as i64 + 1,
+        "nothing unsigned was published"
+    );
+    Ok(())
+}

@@ -288,12 +288,17 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_2xx_after_and_lo
     let down = post("msg_2", "organization.created.json").await?;
     assert_eq!(down.status(), 503);
     assert!(down.headers().contains_key("retry-after"));
-    let ready = client.get(format!("{}/readyz", ingest.base)).send().await?;
-    assert_eq!(
-        ready.status(),
-        503,
-        "not ready while the broker is unreachable"
-    );
+    // Readiness comes from a background check every 5 s.
+    let readyz = format!("{}/readyz", ingest.base);
+    eventually(
+        "not ready while the broker is unreachable",
+        WAIT,
+        || async {
+            let r = client.get(&readyz).send().await.ok()?;
+            (r.status() == 503).then_some(())
+        },
+    )
+    .await;
 
     proxy.restore();
     // Svix retries the same message until it is accepted.

@@ -299,11 +299,15 @@ async fn a_request_cut_off_by_the_timeout_is_counted_and_leaves_nothing_in_fligh
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[("REQUEST_TIMEOUT_MS", "1000")]).await?;
     let addr = ingest.base.trim_start_matches("http://").to_owned();
-    // A body announced but never finished.
+    // A body announced but never finished, under headers shaped as Svix's (they are checked
+    // before the body is read; the signature only once it is).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let mut stream = tokio::net::TcpStream::connect(&addr).await?;
     stream
         .write_all(
-            b"POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n{\"type\":",
+            format!("POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\nsvix-id: msg_slow\r\nsvix-timestamp: {now}\r\nsvix-signature: v1,AAAA\r\ncontent-length: 5000\r\n\r\n{{\"type\":").as_bytes(),
         )
         .await?;
     let mut answer = Vec::new();
