@@ -1,19 +1,20 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use clerk_sync::cli::{load_secret_files, run, Cli};
+use clerk_sync::cli::{parse_with_secret_files, run, Cli};
 
 fn main() -> ExitCode {
-    // Before the runtime starts any thread: it may set environment variables.
-    if let Err(e) = load_secret_files() {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let cli = match parse_with_secret_files() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(async_main()),
+        Ok(runtime) => runtime.block_on(async_main(cli)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -21,8 +22,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn async_main() -> ExitCode {
-    let cli = Cli::parse();
+async fn async_main(cli: Cli) -> ExitCode {
     let telemetry = clerk_sync::logging::init(cli.log_format, cli.command.role());
     let result = run(cli).await;
     telemetry.shutdown();

@@ -1,3 +1,6 @@
+/// The fewest bytes of key a signing secret may have (Svix's own are 24 or 32).
+pub const MIN_SECRET_BYTES: usize = 16;
+
 /// Failures of the ingest library (start-up and publishing).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -7,6 +10,8 @@ pub enum Error {
         #[source]
         source: svix::webhooks::WebhookError,
     },
+    #[error("signing secret number {index} has {bytes} bytes of key; at least {MIN_SECRET_BYTES} are needed (a short key makes signatures forgeable): use the secret the Clerk dashboard shows")]
+    WeakSecret { index: usize, bytes: usize },
     #[error("no signing secret configured")]
     NoSecret,
     #[error("Kafka error")]

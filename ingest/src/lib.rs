@@ -1,7 +1,6 @@
 //! The webhook endpoint: verify with Svix, publish to Kafka, answer only after the broker's ack.
 
 mod api_error;
-mod config;
 mod error;
 mod metrics;
 mod publish;
@@ -10,7 +9,6 @@ mod server;
 mod verify;
 
 pub use api_error::ApiError;
-pub use config::IngestConfig;
 pub use error::{error_chain, Error, Result};
 pub use metrics::{IngestMetrics, OUTCOMES};
 pub use publish::{Published, Publisher};

@@ -22,10 +22,18 @@ impl Verifier {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                Webhook::new(s.expose()).map_err(|source| Error::InvalidSecret {
+                let webhook = Webhook::new(s.expose()).map_err(|source| Error::InvalidSecret {
                     index: i + 1,
                     source,
-                })
+                })?;
+                let bytes = key_bytes(s.expose());
+                if bytes < crate::error::MIN_SECRET_BYTES {
+                    return Err(Error::WeakSecret {
+                        index: i + 1,
+                        bytes,
+                    });
+                }
+                Ok(webhook)
             })
             .collect::<Result<_>>()?;
         Ok(Verifier {
@@ -76,6 +84,15 @@ impl VerifiedWebhook {
     pub fn body(&self) -> &Bytes {
         &self.body
     }
+}
+
+/// The length of a secret's key: the base64 after `whsec_`, as the svix crate decodes it.
+fn key_bytes(secret: &str) -> usize {
+    use base64::Engine;
+    let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_or(0, |k| k.len())
 }
 
 fn header<'a>(headers: &'a HeaderMap, svix: &str, standard: &str) -> Option<&'a str> {
@@ -350,6 +367,20 @@ mod tests {
         assert_eq!(
             v.precheck(&HeaderMap::new(), now),
             Err(ApiError::MissingSignature("svix-id"))
+        );
+    }
+
+    #[test]
+    fn a_secret_of_fewer_than_16_bytes_of_key_fails_at_start_up_naming_its_place_in_the_list() {
+        // "whsec_test" decodes to 3 bytes of key.
+        let secrets = [Secret::new(SVIX_SECRET), Secret::new("whsec_dGVzdA==")];
+        let err = Verifier::new(&secrets, Duration::from_secs(300));
+        assert!(matches!(err, Err(Error::WeakSecret { index: 2, bytes: 4 })));
+        let weak = Verifier::new(&[Secret::new("whsec_test")], Duration::from_secs(300));
+        assert!(
+            matches!(weak, Err(Error::WeakSecret { index: 1, bytes: 3 })),
+            "{:?}",
+            weak.err()
         );
     }
 

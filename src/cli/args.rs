@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 /// Kafka connection settings shared by every role.
-#[derive(Clone, Debug, Args)]
+#[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers (host:port, comma-separated).
     #[arg(
@@ -17,8 +17,9 @@ pub struct KafkaArgs {
         default_value = "localhost:9092"
     )]
     pub brokers: String,
-    /// Extra librdkafka properties, KEY=VALUE, comma-separated (TLS, SASL, linger.ms…).
-    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    /// Extra librdkafka properties, KEY=VALUE, comma-separated (TLS, SASL, linger.ms…); their
+    /// values are never printed (passwords and keys may be among them).
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", hide_env_values = true, value_delimiter = ',', value_parser = parse_key_value)]
     pub extra_options: Vec<(String, String)>,
     /// SASL user name (sets librdkafka's sasl.username), kept out of KAFKA_OPTIONS.
     #[arg(long, env = "KAFKA_SASL_USERNAME")]
@@ -26,6 +27,21 @@ pub struct KafkaArgs {
     /// SASL password (sets librdkafka's sasl.password); never printed.
     #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub sasl_password: Option<Secret>,
+}
+
+/// As derived, but with the secret values of `KAFKA_OPTIONS` redacted.
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("brokers", &self.brokers)
+            .field(
+                "extra_options",
+                &clerk_sync_worker::kafka_options::Redacted(&self.extra_options),
+            )
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &self.sasl_password)
+            .finish()
+    }
 }
 
 impl KafkaArgs {

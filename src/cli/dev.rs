@@ -173,8 +173,16 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     println!();
     println!("clerk-sync dev is running");
     println!("  webhook URL:    http://{addr}/webhooks/clerk");
-    println!("  signing secret: {}", secret.expose());
-    println!("  database:       {}", database_url.expose());
+    // Only what dev made itself is shown: a configured secret or password is named, never printed.
+    match &args.webhook_secret {
+        None => println!("  signing secret: {} (generated)", secret.expose()),
+        Some(_) => println!("  signing secret: as set in CLERK_WEBHOOK_SECRET"),
+    }
+    match &args.database_url {
+        // A throwaway cluster on loopback with no password.
+        None => println!("  database:       {} (throwaway)", database_url.expose()),
+        Some(_) => println!("  database:       as set in DATABASE_URL"),
+    }
     println!("  kafka brokers:  {}", kafka.brokers);
     println!("Press Ctrl-C to stop.");
 

@@ -18,7 +18,7 @@ mod worker;
 use clap::{Parser, Subcommand};
 
 pub use args::{DatabaseArgs, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
-pub use secret_files::load_secret_files;
+pub use secret_files::{parse_with_secret_files, read_secret_files};
 pub use shutdown::shutdown_token;
 
 use crate::logging::LogFormat;

@@ -407,3 +407,32 @@ async fn ingest_finishes_in_flight_requests_on_sigterm_then_exits_cleanly() -> a
     assert_eq!(kafka.total_records()?, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_dead_letter_topic_is_missing_waits_not_ready_saying_so_and_starts_once_it_exists(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let missing = format!("{}-missing", kafka.dlq);
+    let worker = WorkerProcess::start_with(&db, &kafka, &[("TOPIC_DLQ", missing.as_str())]).await?;
+    let client = reqwest::Client::new();
+    let readyz = format!("{}/readyz", worker.base);
+    let reason = eventually("not ready, naming the dead-letter topic", WAIT, || async {
+        let r = client.get(&readyz).send().await.ok()?;
+        let body: serde_json::Value = r.json().await.ok()?;
+        let reason = body["reason"].as_str()?.to_owned();
+        reason.contains("dead-letter topic").then_some(reason)
+    })
+    .await;
+    assert!(
+        reason.contains(&missing) && reason.contains("clerk-sync topics create"),
+        "{reason}"
+    );
+    clerk_sync::topics::ensure_topics(&kafka.brokers, &[], &[missing], 1, 1).await?;
+    eventually("ready once the topic exists", WAIT, || async {
+        let r = client.get(&readyz).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    Ok(())
+}

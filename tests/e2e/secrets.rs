@@ -162,3 +162,138 @@ async fn the_signing_secret_can_come_from_a_file() -> anyhow::Result<()> {
     let _ = run_cli(&kafka, &["lag", "--group", "nobody"], &[]).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn secrets_read_from_files_stay_out_of_the_process_environment() -> anyhow::Result<()> {
+    let kafka = TestKafka::new().await?;
+    let secret = tempfile::NamedTempFile::new()?;
+    std::fs::write(secret.path(), format!("{TEST_SECRET}\n"))?;
+    let options = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        options.path(),
+        "linger.ms=5,sasl.password=hunter2-from-a-file",
+    )?;
+    let ingest = Ingest::start(
+        &kafka,
+        &[
+            (
+                "CLERK_WEBHOOK_SECRET_FILE",
+                secret.path().to_str().expect("path"),
+            ),
+            ("KAFKA_OPTIONS_FILE", options.path().to_str().expect("path")),
+        ],
+    )
+    .await?;
+    let r = post_fixture(&ingest, "msg_files", "user.created.json").await?;
+    assert_eq!(r.status(), 200, "the secret and the options were read");
+    let pid = ingest.child.id().expect("running");
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("CLERK_WEBHOOK_SECRET_FILE="),
+        "the test looked at the right process"
+    );
+    for value in [TEST_SECRET, "hunter2-from-a-file"] {
+        assert!(
+            !environ.contains(value),
+            "{value} was copied into the environment"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn kafka_options_are_hidden_in_help_and_a_weak_signing_secret_is_refused_naming_its_place() {
+    let help = clerk_sync(
+        &["worker", "--help"],
+        &[(
+            "KAFKA_OPTIONS",
+            "sasl.password=hunter2,ssl.key.password=k3y",
+        )],
+    );
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("KAFKA_OPTIONS"), "{text}");
+    assert!(!text.contains("hunter2") && !text.contains("k3y"), "{text}");
+
+    for (secrets, place) in [
+        ("whsec_test".to_owned(), "number 1"),
+        (format!("{TEST_SECRET} whsec_dGVzdA=="), "number 2"),
+    ] {
+        let out = clerk_sync(
+            &["ingest"],
+            &[
+                ("CLERK_WEBHOOK_SECRET", secrets.as_str()),
+                ("KAFKA_BROKERS", "127.0.0.1:1"),
+            ],
+        );
+        assert!(!out.status.success(), "{secrets} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("CLERK_WEBHOOK_SECRET")
+                && err.contains(place)
+                && err.contains("bytes of key"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_names_a_configured_secret_and_database_without_printing_them_and_creates_the_dead_letter_topic(
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use tokio::io::AsyncBufReadExt;
+
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    // Trust authentication takes any password: this one must not be printed.
+    let url = db.url.replacen("postgres@", "postgres:hunter2-db@", 1);
+    assert!(url.contains("hunter2-db"), "{url}");
+    let port = clerk_sync::local::free_port()?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+        .arg("dev")
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .env("KAFKA_BROKERS", &kafka.brokers)
+        .env("CLERK_WEBHOOK_SECRET", TEST_SECRET)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut shown = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            shown.push_str(&line);
+            shown.push('\n');
+            if line.contains("Press Ctrl-C") {
+                break;
+            }
+        }
+    })
+    .await?;
+    assert!(shown.contains("clerk-sync dev is running"), "{shown}");
+    assert!(
+        shown.contains("CLERK_WEBHOOK_SECRET") && shown.contains("DATABASE_URL"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(TEST_SECRET) && !shown.contains("hunter2-db"),
+        "{shown}"
+    );
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some("clerk.dlq"), std::time::Duration::from_secs(5))?;
+    assert!(
+        metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == "clerk.dlq" && t.error().is_none()),
+        "dev created the dead-letter topic"
+    );
+    child.kill().await?;
+    Ok(())
+}

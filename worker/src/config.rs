@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 /// Everything the worker needs besides its database pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// Kafka bootstrap servers.
     pub brokers: String,
@@ -22,4 +22,25 @@ pub struct WorkerConfig {
     pub lag_interval: Duration,
     /// Identifies this process in logs and dead letters.
     pub worker_id: String,
+}
+
+/// As derived, but with `kafka_options`' secret values redacted.
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("batch_max", &self.batch_max)
+            .field("batch_linger", &self.batch_linger)
+            .field("session_timeout", &self.session_timeout)
+            .field("dlq_topic", &self.dlq_topic)
+            .field(
+                "kafka_options",
+                &crate::kafka_options::Redacted(&self.kafka_options),
+            )
+            .field("lag_interval", &self.lag_interval)
+            .field("worker_id", &self.worker_id)
+            .finish()
+    }
 }

@@ -78,6 +78,10 @@ impl Worker {
 
     /// Consumes until `cancel` fires, then finishes the batch in hand, commits and leaves.
     pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
+        match self.wait_for_dead_letter_topic(&cancel).await {
+            Err(Error::Cancelled) => return Ok(()),
+            other => other?,
+        }
         info!(group = %self.config.group_id, topics = ?self.config.topics, "worker started");
         let lag_cancel = cancel.child_token();
         let lag = self.refresh_lag(lag_cancel.clone());
@@ -89,6 +93,47 @@ impl Worker {
         };
         lag_cancel.cancel();
         result
+    }
+
+    /// Waits, not ready, until the dead-letter topic exists: without it the first record that
+    /// can never be applied would hold its partition while its write is retried. Says why once
+    /// every 30 s.
+    async fn wait_for_dead_letter_topic(&self, cancel: &CancellationToken) -> Result<()> {
+        let topic = self.config.dlq_topic.as_str();
+        let mut last_log: Option<std::time::Instant> = None;
+        loop {
+            let found = tokio::task::block_in_place(|| {
+                self.consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .map(|m| {
+                        m.topics().iter().any(|t| {
+                            t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                        })
+                    })
+            });
+            let why = match found {
+                Ok(true) => {
+                    self.health.set_waiting(None);
+                    return Ok(());
+                }
+                Ok(false) => format!(
+                    "dead-letter topic: {topic} does not exist: create it with `clerk-sync topics create`"
+                ),
+                Err(e) => format!(
+                    "dead-letter topic: cannot check that {topic} exists: {}",
+                    crate::error_chain(&e)
+                ),
+            };
+            if last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                warn!(reason = %why, "waiting for the dead-letter topic; not ready");
+                last_log = Some(std::time::Instant::now());
+            }
+            self.health.set_waiting(Some(why));
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     async fn consume(&self, cancel: &CancellationToken) -> Result<()> {

@@ -19,8 +19,8 @@ pub struct Health {
     retrying: Arc<AtomicBool>,
     /// Why the worker is retrying (error kind and cause chain), for `/readyz`.
     retry_reason: Arc<Mutex<Option<String>>>,
-    /// Set while the worker waits for migrations: what is missing.
-    schema_wait: Arc<Mutex<Option<String>>>,
+    /// Set while the worker waits before consuming (migrations, the dead-letter topic): why.
+    waiting: Arc<Mutex<Option<String>>>,
     /// Whether the broker answered the last periodic lag measurement.
     broker: Arc<AtomicBool>,
     /// Clerk timestamp (ms) of the newest event applied, for the freshness gauge.
@@ -34,7 +34,7 @@ impl Health {
             pool,
             retrying: Arc::new(AtomicBool::new(false)),
             retry_reason: Arc::new(Mutex::new(None)),
-            schema_wait: Arc::new(Mutex::new(None)),
+            waiting: Arc::new(Mutex::new(None)),
             broker: Arc::new(AtomicBool::new(true)),
             newest_applied_ms: Arc::new(AtomicI64::new(0)),
             metrics,
@@ -64,15 +64,15 @@ impl Health {
 
     /// Why the worker is not ready, when it is waiting for migrations or retrying.
     pub fn not_ready_reason(&self) -> Option<String> {
-        let migrations = lock(&self.schema_wait).clone();
-        migrations
-            .map(|m| format!("migrations: {m}"))
+        lock(&self.waiting)
+            .clone()
             .or_else(|| lock(&self.retry_reason).clone())
     }
 
-    /// Marks the worker waiting for the schema (`Some(what is missing)`), or no longer.
-    pub fn set_waiting_for_schema(&self, missing: Option<String>) {
-        *lock(&self.schema_wait) = missing;
+    /// Marks the worker waiting before it consumes (`Some(why)`, e.g. `migrations: …`), or no
+    /// longer.
+    pub fn set_waiting(&self, why: Option<String>) {
+        *lock(&self.waiting) = why;
     }
 
     pub fn is_retrying(&self) -> bool {
@@ -113,7 +113,10 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::V
     let database = sqlx::query("SELECT 1").execute(&health.pool).await.is_ok();
     let retrying = health.is_retrying();
     let broker = health.broker.load(Ordering::Relaxed);
-    let migrations_pending = lock(&health.schema_wait).is_some();
+    let waiting = lock(&health.waiting).clone();
+    let migrations_pending = waiting
+        .as_deref()
+        .is_some_and(|w| w.starts_with("migrations"));
     let reason = health.not_ready_reason().or_else(|| {
         if !database {
             Some("database: does not answer".to_owned())
@@ -123,7 +126,7 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::V
             None
         }
     });
-    let ready = database && broker && !retrying && !migrations_pending;
+    let ready = database && broker && !retrying && waiting.is_none();
     let status = if ready {
         StatusCode::OK
     } else {

@@ -117,6 +117,37 @@ pub fn refuse_guarantee_breaker(key: &str) -> Result<(), String> {
     }
 }
 
+/// Whether librdkafka treats a property as a secret (CONFIGURATION.md marks them `*`):
+/// passwords, private keys and client secrets. Their values are shown as `[redacted]`.
+pub fn is_secret(key: &str) -> bool {
+    let key = key.trim();
+    key.ends_with(".password")
+        || key.ends_with(".passphrase")
+        || key.ends_with(".secret")
+        || matches!(
+            key,
+            "ssl.key.pem" | "ssl_key" | "sasl.oauthbearer.config" | "ssl.keystore.location"
+        )
+}
+
+/// `options` for `Debug` and logs: the values of secret properties replaced.
+pub struct Redacted<'a>(pub &'a [(String, String)]);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(key, value)| {
+                let shown = if is_secret(key) {
+                    "[redacted]"
+                } else {
+                    value.as_str()
+                };
+                format!("{key}={shown}")
+            }))
+            .finish()
+    }
+}
+
 /// The kind of client `KAFKA_OPTIONS` are applied to: one setting serves every role of the
 /// binary (one ConfigMap in Kubernetes), and each client takes the properties it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +226,25 @@ mod tests {
         for key in ["linger.ms", "security.protocol", "max.poll.interval.ms"] {
             assert_eq!(refuse_guarantee_breaker(key), Ok(()), "{key}");
         }
+    }
+
+    #[test]
+    fn secret_properties_are_redacted_in_debug_output() {
+        let options: Vec<(String, String)> = [
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "k3y"),
+            ("sasl.oauthbearer.client.secret", "oidc"),
+            ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+            ("security.protocol", "SASL_SSL"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let shown = format!("{:?}", Redacted(&options));
+        for secret in ["hunter2", "k3y", "oidc", "PRIVATE KEY"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("security.protocol=SASL_SSL"), "{shown}");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub async fn wait_for_schema(
                 if last_log.is_some() {
                     tracing::info!("the schema is current; starting");
                 }
-                health.set_waiting_for_schema(None);
+                health.set_waiting(None);
                 return Ok(());
             }
             Ok(Some(missing)) => missing,
@@ -84,7 +84,7 @@ pub async fn wait_for_schema(
             tracing::warn!(reason = %missing, "waiting for migrations; not ready");
             last_log = Some(std::time::Instant::now());
         }
-        health.set_waiting_for_schema(Some(missing));
+        health.set_waiting(Some(format!("migrations: {missing}")));
         tokio::select! {
             _ = cancel.cancelled() => return Err(Error::Cancelled),
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}

@@ -124,7 +124,7 @@ async fn spawn_healthy(make: impl Fn(u16) -> Result<Command>) -> Result<(Child, 
 /// `clerk-sync ingest` as a child process.
 pub struct Ingest {
     /// Killed when the test ends.
-    child: Child,
+    pub child: Child,
     pub base: String,
 }
 
