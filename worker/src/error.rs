@@ -72,6 +72,9 @@ impl DatabaseFault {
             // index, a parent applied from another partition): it clears as they arrive.
             "23505" | "23503" | "23P01" | "23001" => DatabaseFault::Environment,
             _ if code.starts_with("22") || code.starts_with("23") => DatabaseFault::Record,
+            // 54: a value past one of Postgres's limits (a JSON too deep for its parser, a
+            // row too large for a btree index): no retry makes it fit.
+            _ if code.starts_with("54") => DatabaseFault::Record,
             // 08 connection exceptions, 53 insufficient resources, 57P01-57P05 shutdown or
             // cannot connect now (57014, a cancel or statement timeout, is the environment).
             _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") => {
@@ -178,6 +181,8 @@ mod tests {
             ("22003", Record), // numeric value out of range
             ("23502", Record), // not-null violation
             ("23514", Record), // check violation
+            ("54000", Record), // program limit exceeded (index row too large)
+            ("54001", Record), // statement too complex (JSON too deep)
             // Races between records.
             ("23505", Environment),
             ("23503", Environment),
