@@ -73,6 +73,19 @@ stop_services() {
   if [ -n "${PG_DIR:-}" ]; then "${PG_STOP[@]}" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"; fi
 }
 
+# Prometheus's promtool checks and unit-tests the alert rules (Debian's prometheus package).
+ensure_promtool() {
+  if command -v promtool >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Prometheus (Debian's prometheus package: promtool tests the alert rules)"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
+    return
+  fi
+  echo "error: promtool not found; install Debian's prometheus package (apt-get install prometheus)" >&2
+  exit 1
+}
+
 # cargo-deny for the dependency policy (deny.toml), built once and cached.
 ensure_cargo_deny() {
   local root="$CACHE_DIR/cargo-deny-0.20.2"

@@ -21,6 +21,7 @@ mod observability;
 mod pipeline;
 mod poison_batch;
 mod production_tls;
+mod promtool;
 mod reference_queries;
 mod replay;
 mod secrets;
