@@ -241,8 +241,9 @@ pub struct WorkerArgs {
     /// Largest batch, in records.
     #[arg(long, env = "BATCH_MAX", default_value_t = 2000)]
     pub batch_max: usize,
-    /// How long a batch waits for more records after its first, in milliseconds.
-    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 50)]
+    /// How long a batch waits for more records after taking those already waiting, in
+    /// milliseconds; 0 applies at once (batches still grow under load).
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0)]
     pub batch_linger_ms: u64,
     /// Consumer session timeout, in milliseconds: how soon a dead worker's partitions move.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 30_000)]

@@ -150,7 +150,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         listen: "127.0.0.1:0".parse()?,
         group_id: "clerk-sync".to_owned(),
         batch_max: 500,
-        batch_linger_ms: 50,
+        batch_linger_ms: 0,
         session_timeout_ms: 6000,
         lag_refresh_ms: 15_000,
         skip_migrations: true,

@@ -17,6 +17,7 @@ mod lock_order;
 mod lock_timeout;
 mod mirror_cases;
 mod mirror_property;
+mod notify;
 mod observability;
 mod pipeline;
 mod poison_batch;

@@ -153,8 +153,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Waits for the next batch: up to `batch_max` records or `batch_linger` after the first.
-    /// `None` once cancelled.
+    /// Waits for the next batch: its first record, then every record already waiting, up to
+    /// `batch_max`; then, only if `batch_linger` is set, up to that long for more. So an idle
+    /// worker applies a record the moment it arrives, and under load batches grow by themselves:
+    /// records pile up while the previous batch is applied. `None` once cancelled.
     pub async fn next_batch(
         &self,
         cancel: &CancellationToken,
@@ -166,11 +168,20 @@ impl Worker {
                 message = self.recv() => batch.push(message),
             }
         }
-        let deadline = tokio::time::Instant::now() + self.config.batch_linger;
+        // What librdkafka already holds: polled without waiting.
         while batch.len() < self.config.batch_max {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                message = self.recv() => batch.push(message),
+            match tokio::time::timeout(Duration::ZERO, self.recv()).await {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        if !self.config.batch_linger.is_zero() {
+            let deadline = tokio::time::Instant::now() + self.config.batch_linger;
+            while batch.len() < self.config.batch_max {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    message = self.recv() => batch.push(message),
+                }
             }
         }
         Ok(Some(batch))

@@ -196,8 +196,7 @@ impl WorkerProcess {
                 .env("DATABASE_URL", &db.url)
                 .env("KAFKA_GROUP_ID", &kafka.group)
                 // A short session: tansu assigns partitions after about half of it.
-                .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
-                .env("BATCH_LINGER_MS", "20");
+                .env("KAFKA_SESSION_TIMEOUT_MS", "6000");
             topic_env(&mut command, kafka);
             for (k, v) in extra {
                 command.env(k, v);

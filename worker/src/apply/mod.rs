@@ -1,5 +1,6 @@
 //! Applying decoded events to Postgres: the SQL form of [`clerk_sync_core::mirror`]'s rules.
 
+mod notify;
 mod outcomes;
 mod set;
 
@@ -10,6 +11,10 @@ use clerk_sync_core::{ClerkEvent, EventMeta};
 use sqlx::{PgConnection, PgPool};
 
 use crate::Result;
+
+/// The channel on which every committed change is announced (`LISTEN clerk_sync`): one
+/// notification per changed row, `{"table", "clerk_id", "op"}`, delivered when the batch commits.
+pub const NOTIFY_CHANNEL: &str = "clerk_sync";
 
 /// What applying one event did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,6 +86,9 @@ async fn apply_events_for(
     .await?;
     let reduced = reduce(events);
     let changed = set::write(conn, &reduced, intent).await?;
+    if intent == Intent::Commit {
+        notify::notify(conn, NOTIFY_CHANNEL, &reduced, &changed).await?;
+    }
     outcomes::outcomes(conn, events, &reduced, &changed).await
 }
 
