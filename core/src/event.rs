@@ -123,7 +123,7 @@ pub struct MembershipDeleted(pub Membership);
 
 impl ClerkEvent {
     /// Decodes a verified body. `event_id` comes from the `svix-id` header (the body has none).
-    /// Only the fields the mirror stores are read (see [`crate::fields`]): whatever an end user
+    /// Only the fields the mirror stores are read (see `core/src/fields.rs`): whatever an end user
     /// put elsewhere, at whatever depth, cannot make an event undecodable.
     pub fn decode(event_id: EventId, body: &[u8]) -> Result<(EventMeta, ClerkEvent)> {
         let RawEnvelope {

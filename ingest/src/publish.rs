@@ -13,7 +13,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use clerk_sync_core::record_header;
 
-use crate::{Error, Result, VerifiedWebhook};
+use crate::{error_chain, Error, Result, VerifiedWebhook};
 
 /// Where the broker wrote a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +93,9 @@ impl Lane {
                     *slot = fresh;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "could not create a new Kafka producer"),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "could not create a new Kafka producer")
+            }
         }
     }
 }

@@ -84,7 +84,7 @@ async fn refresh_readiness(state: AppState, cancel: CancellationToken) {
 /// Serves `app` until `cancel` fires, then lets in-flight requests finish (30 s at most).
 ///
 /// A client must send its request head within `limits.header_timeout`, in at most
-/// [`MAX_HEAD_BYTES`], and an idle keep-alive connection is closed after it: without those bounds
+/// 64 KiB, and an idle keep-alive connection is closed after it: without those bounds
 /// (which `axum::serve` does not set) a client trickling headers, or merely connecting, holds a
 /// connection and a file descriptor forever. At most `limits.max_connections` are open at once.
 pub async fn serve_router(

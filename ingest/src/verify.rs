@@ -112,7 +112,7 @@ const MAX_ID_LEN: usize = 256;
 impl Verifier {
     /// What can be told from a request's head alone, before its body is read or an in-flight
     /// slot is taken: the Svix headers are each there once (as `svix-*` or `webhook-*`, which
-    /// agree when both are sent), well-formed, with at most [`MAX_SIGNATURES`] signatures, and
+    /// agree when both are sent), well-formed, with at most 8 signatures, and
     /// the timestamp (unix seconds, digits only) inside the window. A request that fails this
     /// costs no more than its head.
     pub fn precheck(&self, headers: &HeaderMap, now: SystemTime) -> Result<(), ApiError> {

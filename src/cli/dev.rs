@@ -81,6 +81,11 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
             eprintln!("starting a local tansu broker…");
             let broker = TansuBroker::start().await?;
             kafka.brokers = broker.brokers();
+            // tansu holds an empty fetch to the end of its wait, even when a record arrives:
+            // a short wait keeps a new row ~10 ms away, not ~100 (BENCHMARKS.md, freshness).
+            kafka
+                .extra_options
+                .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
             _broker = Some(broker);
         }
     }

@@ -603,3 +603,41 @@ async fn unauthenticated_clients_hold_no_slot_and_end_user_input_of_any_shape_is
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readyz_flood_with_the_broker_down_is_answered_from_kept_state() -> anyhow::Result<()> {
+    let kafka = TestKafka::new().await?;
+    // Nothing listens there: every broker call would wait for its timeout.
+    let ingest = Ingest::start_with_brokers(&kafka, "127.0.0.1:1", &[]).await?;
+    let client = reqwest::Client::new();
+    let readyz = format!("{}/readyz", ingest.base);
+    let flood: Vec<_> = (0..500)
+        .map(|_| {
+            let (client, readyz) = (client.clone(), readyz.clone());
+            tokio::spawn(async move {
+                let r = client.get(&readyz).send().await.ok()?;
+                let status = r.status();
+                let body: serde_json::Value = r.json().await.ok()?;
+                Some((status, body))
+            })
+        })
+        .collect();
+    for answer in flood {
+        let (status, body) = answer.await?.expect("answered");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["ready"], false, "{body}");
+    }
+    // Webhooks are still answered (503: the broker is down) while probes flood.
+    let body = fixture("user.created.json");
+    let ts = now();
+    let r = client
+        .post(ingest.webhook_url())
+        .header("svix-id", "msg_flood")
+        .header("svix-timestamp", ts.to_string())
+        .header("svix-signature", sign(TEST_SECRET, "msg_flood", ts, &body))
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    Ok(())
+}

@@ -46,6 +46,12 @@ impl Worker {
             // Prefetch a few batches, not librdkafka's default 64 MiB: a backlog then costs
             // bounded memory (BENCHMARKS.md) and applying, not fetching, sets the pace anyway.
             .set("queued.max.messages.kbytes", "16384")
+            // A fetch answers at once when records are there; when none are, a broker holds it
+            // at most this long. Apache Kafka answers a held fetch as soon as a record arrives,
+            // so this only sets how often an idle consumer asks (10 times a second, not
+            // librdkafka's twice); brokers that hold it to the end (tansu does) deliver a new
+            // record up to this late (BENCHMARKS.md, freshness).
+            .set("fetch.wait.max.ms", "100")
             .set(
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),
@@ -250,10 +256,12 @@ impl Worker {
             match self.consumer.assignment() {
                 Ok(assigned) => {
                     if let Err(e) = self.consumer.resume(&assigned) {
-                        warn!(error = %e, "could not resume the partitions");
+                        warn!(error = %crate::error_chain(&e), "could not resume the partitions");
                     }
                 }
-                Err(e) => warn!(error = %e, "could not read the assignment to resume it"),
+                Err(e) => {
+                    warn!(error = %crate::error_chain(&e), "could not read the assignment to resume it")
+                }
             }
         }
         result
@@ -264,10 +272,12 @@ impl Worker {
         match self.consumer.assignment() {
             Ok(assigned) => {
                 if let Err(e) = self.consumer.pause(&assigned) {
-                    warn!(error = %e, "could not pause the partitions");
+                    warn!(error = %crate::error_chain(&e), "could not pause the partitions");
                 }
             }
-            Err(e) => warn!(error = %e, "could not read the assignment to pause it"),
+            Err(e) => {
+                warn!(error = %crate::error_chain(&e), "could not read the assignment to pause it")
+            }
         }
         // Paused partitions yield nothing; a record fetched before a partition was paused is
         // kept for the next batch.
@@ -370,7 +380,7 @@ impl Worker {
                     Ok(Err(e)) => {
                         warn!(error = %crate::error_chain(&e), "could not measure consumer lag")
                     }
-                    Err(e) => warn!(error = %e, "lag task failed"),
+                    Err(e) => warn!(error = %crate::error_chain(&e), "lag task failed"),
                 }
             } else {
                 warn!("the broker does not answer; consumer lag not measured");
@@ -397,7 +407,7 @@ impl Worker {
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             // After a rebalance the partition may belong to another member, which re-reads from
             // the last commit: harmless thanks to version-guarded upserts.
-            warn!(error = %e, "could not store offsets (partition revoked?)");
+            warn!(error = %crate::error_chain(&e), "could not store offsets (partition revoked?)");
         }
         Ok(())
     }

@@ -181,7 +181,9 @@ impl DeadLetters {
                     *slot = fresh;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "could not create a new dead-letter producer"),
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "could not create a new dead-letter producer")
+            }
         }
     }
 }
