@@ -97,7 +97,7 @@ async fn ceiling(pool: &PgPool, w: &Decoded) -> f64 {
              SELECT c, e, n, f, l, un, img, ext, md, to_timestamp(ca / 1000.0),
                  to_timestamp(ua / 1000.0), to_timestamp(da / 1000.0), 2, ua, ua, 'x'
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::jsonb[], $10::int8[], $11::int8[], $12::int8[])
+                         $7::text[], $8::text[], $9::text[]::jsonb[], $10::int8[], $11::int8[], $12::int8[])
                   AS r(c, e, n, f, l, un, img, ext, md, ca, ua, da)
              ON CONFLICT (clerk_id) DO UPDATE SET email = excluded.email, name = excluded.name,
                first_name = excluded.first_name, last_name = excluded.last_name,
@@ -118,7 +118,7 @@ async fn ceiling(pool: &PgPool, w: &Decoded) -> f64 {
         .bind(text(|u| &u.username))
         .bind(text(|u| &u.image_url))
         .bind(text(|u| &u.external_id))
-        .bind(chunk.iter().map(|u| &u.public_metadata).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|u| u.public_metadata.as_str()).collect::<Vec<_>>())
         .bind(chunk.iter().map(|u| ms(u.created_at)).collect::<Vec<_>>())
         .bind(chunk.iter().map(|u| ms(u.updated_at)).collect::<Vec<_>>())
         .bind(
@@ -141,7 +141,7 @@ async fn ceiling(pool: &PgPool, w: &Decoded) -> f64 {
                  sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
              SELECT c, n, s, img, md, to_timestamp(ca / 1000.0), to_timestamp(ua / 1000.0),
                  to_timestamp(da / 1000.0), 2, ua, ua, 'x'
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int8[],
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::jsonb[], $6::int8[],
                          $7::int8[], $8::int8[]) AS r(c, n, s, img, md, ca, ua, da)
              ON CONFLICT (clerk_id) DO UPDATE SET name = excluded.name, slug = excluded.slug,
                image_url = excluded.image_url, public_metadata = excluded.public_metadata,
@@ -156,7 +156,7 @@ async fn ceiling(pool: &PgPool, w: &Decoded) -> f64 {
         .bind(text(|o| &o.name))
         .bind(text(|o| &o.slug))
         .bind(text(|o| &o.image_url))
-        .bind(chunk.iter().map(|o| &o.public_metadata).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|o| o.public_metadata.as_str()).collect::<Vec<_>>())
         .bind(chunk.iter().map(|o| ms(o.created_at)).collect::<Vec<_>>())
         .bind(chunk.iter().map(|o| ms(o.updated_at)).collect::<Vec<_>>())
         .bind(

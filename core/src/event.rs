@@ -1,7 +1,5 @@
-use serde_json::Value;
-
 use crate::fields::{strip_nul, Object, RawEnvelope};
-use crate::{Error, EventId, MembershipId, Millis, OrgId, Result, UserId};
+use crate::{Error, EventId, JsonText, MembershipId, Millis, OrgId, Result, UserId};
 
 /// Where an event came from and when Clerk says it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +35,7 @@ pub struct User {
     pub username: Option<String>,
     pub image_url: Option<String>,
     pub external_id: Option<String>,
-    pub public_metadata: Value,
+    pub public_metadata: JsonText,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -70,7 +68,7 @@ pub struct Organization {
     pub name: Option<String>,
     pub slug: Option<String>,
     pub image_url: Option<String>,
-    pub public_metadata: Value,
+    pub public_metadata: JsonText,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -217,7 +215,7 @@ fn user(data: &Object<'_>) -> Result<User> {
         username: data.text("username")?,
         image_url: data.text("image_url")?,
         external_id: data.text("external_id")?,
-        public_metadata: data.metadata("public_metadata")?,
+        public_metadata: data.metadata("public_metadata"),
         created_at: Millis::from_clerk(data.required("created_at")?),
         updated_at: Millis::from_clerk(data.required("updated_at")?),
     })
@@ -229,7 +227,7 @@ fn organization(data: &Object<'_>) -> Result<Organization> {
         name: data.text("name")?,
         slug: data.text("slug")?,
         image_url: data.text("image_url")?,
-        public_metadata: data.metadata("public_metadata")?,
+        public_metadata: data.metadata("public_metadata"),
         created_at: Millis::from_clerk(data.required("created_at")?),
         updated_at: Millis::from_clerk(data.required("updated_at")?),
     })

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use crate::{Error, JsonProblem, Result};
 
@@ -125,19 +124,13 @@ impl<'a> Object<'a> {
         }
     }
 
-    /// Stored JSON (`public_metadata`): an object, anything else as `{}`. Its keys are the
-    /// application's, so an error names the field and never a path inside it; NUL characters
-    /// are removed from its strings and keys (`jsonb` cannot hold them).
-    pub fn metadata(&self, name: &str) -> Result<Value> {
-        let Some(raw) = self.fields.get(name) else {
-            return Ok(Value::Object(Map::new()));
-        };
-        let value: Value = serde_json::from_str(raw.get())
-            .map_err(|e| invalid(self.event_type, self.field_path(name), &e))?;
-        Ok(match value {
-            Value::Object(map) => strip_nul_json(Value::Object(map)),
-            _ => Value::Object(Map::new()),
-        })
+    /// Stored JSON (`public_metadata`) as its text ([`crate::JsonText`]): an object, anything
+    /// else as `{}`, NUL escapes removed. Never built into a tree, so any depth costs one scan.
+    pub fn metadata(&self, name: &str) -> crate::JsonText {
+        match self.fields.get(name) {
+            Some(raw) => crate::JsonText::from_scanned(raw.get()),
+            None => crate::JsonText::empty_object(),
+        }
     }
 }
 
@@ -158,21 +151,6 @@ pub fn strip_nul(s: String) -> String {
         s.replace('\0', "")
     } else {
         s
-    }
-}
-
-/// `value` with NUL removed from every string and key. Recursion is bounded: serde_json
-/// refuses to build a `Value` deeper than 128 levels.
-fn strip_nul_json(value: Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(strip_nul(s)),
-        Value::Array(items) => Value::Array(items.into_iter().map(strip_nul_json).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (strip_nul(k), strip_nul_json(v)))
-                .collect(),
-        ),
-        other => other,
     }
 }
 
@@ -251,7 +229,10 @@ mod tests {
         let crate::ClerkEvent::UserUpserted(user) = event else {
             panic!("{event:?}")
         };
-        assert_eq!(user.public_metadata, serde_json::json!({"role": ["admin"]}));
+        assert_eq!(
+            user.public_metadata.to_value(),
+            Some(serde_json::json!({"role": ["admin"]}))
+        );
     }
 
     #[test]

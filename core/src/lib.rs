@@ -13,6 +13,7 @@ mod error;
 mod event;
 mod fields;
 mod ids;
+mod json_text;
 mod millis;
 pub mod mirror;
 pub mod record_header;
@@ -32,6 +33,7 @@ pub use event::{
     UserDeleted, UserStub,
 };
 pub use ids::{EventId, MembershipId, OrgId, UserId};
+pub use json_text::JsonText;
 pub use millis::Millis;
 pub use route_body::{route_body, Routed};
 pub use routing::{route, Route, Stream, Topics};

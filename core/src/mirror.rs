@@ -23,11 +23,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
-
 use crate::{
-    ClerkEvent, EventId, EventMeta, Membership, MembershipId, Millis, OrgId, Organization, User,
-    UserId, UserStub,
+    ClerkEvent, EventId, EventMeta, JsonText, Membership, MembershipId, Millis, OrgId,
+    Organization, User, UserId, UserStub,
 };
 
 /// Where a row's fields came from. A higher rank always wins.
@@ -97,7 +95,7 @@ pub struct UserRow {
     pub username: Option<String>,
     pub image_url: Option<String>,
     pub external_id: Option<String>,
-    pub public_metadata: Value,
+    pub public_metadata: JsonText,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub deleted_at: Option<Millis>,
@@ -132,7 +130,7 @@ impl UserRow {
             username: None,
             image_url: stub.image_url.clone(),
             external_id: None,
-            public_metadata: empty_object(),
+            public_metadata: JsonText::empty_object(),
             created_at: at,
             updated_at: at,
             deleted_at: None,
@@ -163,7 +161,7 @@ impl UserRow {
         self.username = None;
         self.image_url = None;
         self.external_id = None;
-        self.public_metadata = empty_object();
+        self.public_metadata = JsonText::empty_object();
     }
 }
 
@@ -173,7 +171,7 @@ pub struct OrgRow {
     pub name: Option<String>,
     pub slug: Option<String>,
     pub image_url: Option<String>,
-    pub public_metadata: Value,
+    pub public_metadata: JsonText,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub deleted_at: Option<Millis>,
@@ -219,10 +217,6 @@ impl MembershipRow {
             deleted_at: None,
         }
     }
-}
-
-fn empty_object() -> Value {
-    Value::Object(Map::new())
 }
 
 fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
@@ -348,7 +342,7 @@ impl Mirror {
                     name: None,
                     slug,
                     image_url: None,
-                    public_metadata: empty_object(),
+                    public_metadata: JsonText::empty_object(),
                     created_at: at,
                     updated_at: at,
                     deleted_at: Some(at),

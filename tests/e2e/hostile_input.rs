@@ -68,3 +68,49 @@ async fn a_user_with_unsafe_metadata_nested_50000_deep_and_nul_and_lone_surrogat
     assert_eq!((name.as_str(), role.as_str()), ("Grace", "admin"));
     Ok(())
 }
+
+#[tokio::test]
+async fn public_metadata_of_any_depth_postgres_takes_is_stored_and_deeper_dead_letters_only_its_record(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let health = Health::new(
+        db.pool.clone(),
+        WorkerMetrics::new(prometheus::Registry::new(), &["clerk.users".into()])?,
+    );
+    let with_metadata = |id: &str, metadata: &str| {
+        user_event_with("{}", "Ada")
+            .replace("user_2nF8kQ3xLmZ7rT1vB9cW4yHsJ6a", id)
+            .replace(
+                r#""public_metadata":{"role":"admin"}"#,
+                &format!(r#""public_metadata":{metadata}"#),
+            )
+    };
+    // Beyond serde_json's 128 levels, within Postgres's (about 10,000 at its default stack).
+    let deep = nested(5_000, "k", r#""v\u0000""#);
+    // Past Postgres's own limit: no retry makes it fit.
+    let too_deep = nested(60_000, "k", "1");
+    let batch = [
+        record(0, &with_metadata("user_deep", &deep)),
+        record(1, &with_metadata("user_too_deep", &too_deep)),
+        record(2, &with_metadata("user_plain", r#"{"role":"admin"}"#)),
+    ];
+    let (report, poison) =
+        apply_records(&db.pool, &batch, &health, &CancellationToken::new()).await?;
+    assert_eq!(report.applied, 2);
+    assert_eq!(poison.len(), 1);
+    assert_eq!(batch[poison[0].index].offset, 1);
+    assert_eq!(poison[0].failure.kind, "database_rejected");
+    let depth: i64 = sqlx::query_scalar(
+        "SELECT (length(public_metadata::text) - length(replace(public_metadata::text, '[', '')))::int8 FROM users WHERE clerk_id = 'user_deep'",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(depth, 2_500, "every level stored");
+    let leaf_has_nul: bool = sqlx::query_scalar(
+        "SELECT position('\\u0000' in public_metadata::text) > 0 FROM users WHERE clerk_id = 'user_deep'",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert!(!leaf_has_nul);
+    Ok(())
+}

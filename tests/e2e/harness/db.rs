@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use clerk_sync::local::TempPostgres;
 use clerk_sync_core::mirror::{MembershipRow, OrgRow, UserRow};
-use clerk_sync_core::{MembershipId, Millis, OrgId, UserId};
+use clerk_sync_core::{JsonText, MembershipId, Millis, OrgId, UserId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
@@ -114,7 +114,7 @@ impl TestDb {
                     username: r.get("username"),
                     image_url: r.get("image_url"),
                     external_id: r.get("external_id"),
-                    public_metadata: r.get("public_metadata"),
+                    public_metadata: JsonText::from_value(&r.get("public_metadata")),
                     created_at: Millis::from_raw(r.get("created_at_ms")),
                     updated_at: Millis::from_raw(r.get("updated_at_ms")),
                     deleted_at: r
@@ -140,7 +140,7 @@ impl TestDb {
                     name: r.get("name"),
                     slug: r.get("slug"),
                     image_url: r.get("image_url"),
-                    public_metadata: r.get("public_metadata"),
+                    public_metadata: JsonText::from_value(&r.get("public_metadata")),
                     created_at: Millis::from_raw(r.get("created_at_ms")),
                     updated_at: Millis::from_raw(r.get("updated_at_ms")),
                     deleted_at: r

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use clerk_sync_core::mirror::{OrgRow, Rank, UserRow, Version};
 use clerk_sync_core::reduce::{Deletion, Reduced, Winner};
 use clerk_sync_core::Millis;
-use serde_json::Value;
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::QueryScalar;
 use sqlx::PgConnection;
@@ -124,7 +123,6 @@ async fn upsert_users(
     r: &Reduced,
 ) -> Result<(HashSet<String>, HashSet<String>)> {
     let offers = offers(&r.users, &r.user_deletions);
-    let empty = Value::Object(serde_json::Map::new());
     let text = |f: fn(&UserRow) -> Option<&str>| -> Vec<Option<&str>> {
         offers.iter().map(|(_, o)| o.row().and_then(f)).collect()
     };
@@ -139,7 +137,7 @@ async fn upsert_users(
             sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
         SELECT c, e, n, f, l, un, img, ext, md, {ca}, {ua}, {d}, now(), rk, vm, em, ei
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                    $8::text[], $9::jsonb[], $10::int8[], $11::int8[], $12::int2[], $13::int8[],
+                    $8::text[], $9::text[]::jsonb[], $10::int8[], $11::int8[], $12::int2[], $13::int8[],
                     $14::int8[], $15::text[], $16::int8[])
              AS x(c, e, n, f, l, un, img, ext, md, ca, ua, rk, vm, em, ei, d)
         WHERE x.d IS NOT NULL
@@ -184,8 +182,8 @@ async fn upsert_users(
         .bind(
             offers
                 .iter()
-                .map(|(_, o)| o.row().map_or(&empty, |u| &u.public_metadata))
-                .collect::<Vec<&Value>>(),
+                .map(|(_, o)| o.row().map_or("{}", |u| u.public_metadata.as_str()))
+                .collect::<Vec<&str>>(),
         );
     let changed: Vec<String> = columns.bind(query).fetch_all(&mut *conn).await?;
     Ok(split_changed(&offers, changed))
@@ -262,7 +260,6 @@ async fn upsert_orgs(
     r: &Reduced,
 ) -> Result<(HashSet<String>, HashSet<String>)> {
     let offers = offers(&r.orgs, &r.org_deletions);
-    let empty = Value::Object(serde_json::Map::new());
     let text = |f: fn(&OrgRow) -> Option<&str>| -> Vec<Option<&str>> {
         offers.iter().map(|(_, o)| o.row().and_then(f)).collect()
     };
@@ -275,7 +272,7 @@ async fn upsert_orgs(
             created_at, updated_at, deleted_at, synced_at,
             sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
         SELECT c, n, s, img, md, {ca}, {ua}, {d}, now(), rk, vm, em, ei
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::int8[],
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::jsonb[], $6::int8[],
                     $7::int8[], $8::int2[], $9::int8[], $10::int8[], $11::text[], $12::int8[])
              AS x(c, n, s, img, md, ca, ua, rk, vm, em, ei, d)
         WHERE x.d IS NOT NULL
@@ -319,8 +316,8 @@ async fn upsert_orgs(
         .bind(
             offers
                 .iter()
-                .map(|(_, o)| o.row().map_or(&empty, |o| &o.public_metadata))
-                .collect::<Vec<&Value>>(),
+                .map(|(_, o)| o.row().map_or("{}", |o| o.public_metadata.as_str()))
+                .collect::<Vec<&str>>(),
         );
     let changed: Vec<String> = columns.bind(query).fetch_all(&mut *conn).await?;
     Ok(split_changed(&offers, changed))
