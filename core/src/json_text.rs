@@ -87,9 +87,8 @@ fn without_nul_escapes(raw: &str) -> std::borrow::Cow<'_, str> {
                 out.push(c);
             }
             '\\' if in_string => {
-                let rest = chars.as_str();
-                if rest.starts_with("u0000") {
-                    chars = rest["u0000".len()..].chars();
+                if let Some(after) = chars.as_str().strip_prefix("u0000") {
+                    chars = after.chars();
                 } else {
                     out.push(c);
                     if let Some(next) = chars.next() {

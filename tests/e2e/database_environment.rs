@@ -5,36 +5,19 @@
 
 use std::time::Duration;
 
-use clerk_sync_core::{ClerkEvent, EventId};
 use clerk_sync_worker::{apply_records, BatchReport, Health, Poison, Record, WorkerMetrics};
-use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::records::user_record;
 use crate::harness::{eventually, TestDb};
 
-const T: i64 = 1_754_560_800_000;
 /// Long enough for the retries' backoff (jittered, growing) to come round after a fix.
 const SETTLED: Duration = Duration::from_secs(60);
 
-fn user_record(offset: i64, first_name: &str) -> Record {
-    let body = json!({"type": "user.created", "object": "event", "timestamp": T, "data": {
-        "id": format!("user_{offset:04}"), "object": "user", "first_name": first_name,
-        "last_name": "Lovelace", "created_at": T, "updated_at": T}});
-    let id = EventId::parse(format!("msg_{offset}")).expect("id");
-    Record {
-        topic: "clerk.users".into(),
-        partition: 0,
-        offset,
-        decoded: ClerkEvent::decode(id, body.to_string().as_bytes())
-            .map_err(clerk_sync_worker::Error::Decode),
-        trace: None,
-    }
-}
-
 fn records(n: i64) -> Vec<Record> {
-    (0..n).map(|i| user_record(i, "Ada")).collect()
+    (0..n).map(|i| user_record(i, "Ada", "Lovelace")).collect()
 }
 
 fn health(pool: &PgPool) -> anyhow::Result<Health> {
@@ -197,7 +180,7 @@ async fn a_value_postgres_rejects_with_a_data_error_dead_letters_exactly_that_re
         .execute(&db.pool)
         .await?;
     let mut batch = records(30);
-    batch[17] = user_record(17, "Bartholomew-Maximilian-Alexander");
+    batch[17] = user_record(17, "Bartholomew-Maximilian-Alexander", "Lovelace");
     let health = health(&db.pool)?;
     let (report, poison) =
         apply_records(&db.pool, &batch, &health, &CancellationToken::new()).await?;

@@ -2,22 +2,11 @@
 //! row: the worker applies every such event, and every later one (apply path, no broker).
 
 use clerk_sync_core::routing_agreement::{nested, user_event_with};
-use clerk_sync_core::{ClerkEvent, EventId};
-use clerk_sync_worker::{apply_records, Health, Record, WorkerMetrics};
+use clerk_sync_worker::{apply_records, Health, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::records::record;
 use crate::harness::TestDb;
-
-fn record(offset: i64, body: &str) -> Record {
-    let id = EventId::parse(format!("msg_hostile_{offset}")).expect("id");
-    Record {
-        topic: "clerk.users".into(),
-        partition: 0,
-        offset,
-        decoded: ClerkEvent::decode(id, body.as_bytes()).map_err(clerk_sync_worker::Error::Decode),
-        trace: None,
-    }
-}
 
 #[tokio::test]
 async fn a_user_with_unsafe_metadata_nested_50000_deep_and_nul_and_lone_surrogates_in_their_name_is_applied_and_so_are_their_later_updates(

@@ -1,28 +1,10 @@
 //! A large batch with a few records the database rejects for good (apply path, no broker).
 
-use clerk_sync_core::{ClerkEvent, EventId};
 use clerk_sync_worker::{apply_records, Health, Record, WorkerMetrics};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::records::user_record;
 use crate::harness::TestDb;
-
-const T: i64 = 1_754_560_800_000;
-
-fn user_record(offset: i64, last_name: &str) -> Record {
-    let body = json!({"type": "user.created", "object": "event", "timestamp": T, "data": {
-        "id": format!("user_{offset:04}"), "object": "user", "first_name": "Ada",
-        "last_name": last_name, "created_at": T, "updated_at": T}});
-    let id = EventId::parse(format!("msg_{offset}")).expect("id");
-    Record {
-        topic: "clerk.users".into(),
-        partition: 0,
-        offset,
-        decoded: ClerkEvent::decode(id, body.to_string().as_bytes())
-            .map_err(clerk_sync_worker::Error::Decode),
-        trace: None,
-    }
-}
 
 #[tokio::test]
 async fn a_batch_the_database_rejects_sets_aside_only_the_records_it_rejects_and_applies_the_rest(
@@ -39,6 +21,7 @@ async fn a_batch_the_database_rejects_sets_aside_only_the_records_it_rejects_and
         .map(|i| {
             user_record(
                 i,
+                "Ada",
                 if bad.contains(&i) {
                     "Moreau"
                 } else {

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod otlp;
 pub mod process;
 pub mod proxy;
+pub mod records;
 pub mod signing;
 pub mod sim;
 pub mod tls;
