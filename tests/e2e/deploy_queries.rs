@@ -34,6 +34,24 @@ fn series(scrape: &str) -> Series {
     out
 }
 
+/// `up{job, instance}`, which Prometheus itself records for every target of the project's own
+/// scrape configuration.
+fn with_prometheus_up(series: &mut Series) {
+    let config: serde_norway::Value =
+        serde_norway::from_str(&repo_file("deploy/prometheus/prometheus.yml")).expect("yaml");
+    for job in config["scrape_configs"].as_sequence().into_iter().flatten() {
+        let name = job["job_name"].as_str().unwrap_or_default().to_owned();
+        series.entry("up".to_owned()).or_default().push(
+            [
+                ("job".to_owned(), name),
+                ("instance".to_owned(), "target".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+        );
+    }
+}
+
 /// Checks one query's selectors and groupings against the scrape, noting every problem.
 struct Checker<'a> {
     series: &'a Series,
@@ -196,7 +214,8 @@ fn templated_labels(text: &str) -> Vec<String> {
 #[tokio::test]
 async fn every_alert_and_dashboard_query_parses_and_selects_labels_the_metrics_have(
 ) -> anyhow::Result<()> {
-    let series = series(&scrapes().await?);
+    let mut series = series(&scrapes().await?);
+    with_prometheus_up(&mut series);
     let mut problems = Vec::new();
 
     let alerts: serde_norway::Value =

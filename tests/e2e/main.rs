@@ -22,6 +22,7 @@ mod observability;
 mod pipeline;
 mod poison_batch;
 mod production_tls;
+mod prometheus_alerts;
 mod promtool;
 mod reference_queries;
 mod replay;
