@@ -25,7 +25,11 @@ use crate::logging::LogFormat;
 
 /// Keeps your Postgres tables in step with Clerk, through Kafka.
 #[derive(Debug, Parser)]
-#[command(name = "clerk-sync", version, about)]
+#[command(
+    name = "clerk-sync",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("CLERK_SYNC_COMMIT"), ")"),
+    about
+)]
 pub struct Cli {
     /// Log format (filter with RUST_LOG).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -61,6 +65,11 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Run the whole pipeline locally: broker, Postgres, migrations, ingest and worker.
     Dev(dev::DevArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Command {
@@ -78,6 +87,7 @@ impl Command {
             Command::Replay(_) => "replay",
             Command::Compare(_) => "compare",
             Command::Backfill(_) => "backfill",
+            Command::Completions { .. } => "completions",
         }
     }
 }
@@ -95,5 +105,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args, shutdown_token()).await,
         Command::Compare(args) => compare::run(args).await,
         Command::Backfill(args) => backfill::run(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "clerk-sync",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }

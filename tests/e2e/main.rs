@@ -4,6 +4,7 @@ mod harness;
 
 mod attacks;
 mod backfill;
+mod cli_reference;
 mod compare;
 mod concurrent_batches;
 mod database_environment;
