@@ -232,3 +232,40 @@ async fn a_worker_started_before_the_migrations_waits_not_ready_and_applies_ever
     .await;
     Ok(())
 }
+
+#[tokio::test]
+async fn several_deliveries_of_one_bad_event_are_the_records_fault_and_dead_lettered_not_retried(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    sqlx::query("ALTER TABLE users ALTER COLUMN first_name TYPE varchar(12)")
+        .execute(&db.pool)
+        .await?;
+    // One event, redelivered (Svix's retries, a replay): same id, same body, same error.
+    let body = serde_json::json!({"type": "user.created", "object": "event", "timestamp": 1_754_560_800_000_i64,
+        "data": {"id": "user_0007", "object": "user", "first_name": "Bartholomew-Maximilian-Alexander",
+                 "last_name": "Lovelace", "created_at": 1_754_560_800_000_i64, "updated_at": 1_754_560_800_000_i64}})
+    .to_string();
+    let batch: Vec<_> = (0..3)
+        .map(|offset| {
+            let mut r = crate::harness::records::record(offset, &body);
+            r.decoded = r.decoded.map(|(mut meta, event)| {
+                meta.id = clerk_sync_core::EventId::parse("msg_same").expect("id");
+                (meta, event)
+            });
+            r
+        })
+        .collect();
+    let health = health(&db.pool)?;
+    let (_, poison) = tokio::time::timeout(
+        SETTLED,
+        apply_records(&db.pool, &batch, &health, &CancellationToken::new()),
+    )
+    .await??;
+    assert_eq!(
+        poison.len(),
+        3,
+        "each delivery dead-lettered, none retried forever"
+    );
+    assert!(poison.iter().all(|p| p.failure.kind == "database_rejected"));
+    Ok(())
+}

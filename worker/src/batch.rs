@@ -109,8 +109,8 @@ type Isolated = (Vec<(usize, Outcome)>, Vec<(usize, Error)>);
 /// stand alone: a few bad records in a large batch cost a few dozen transactions, not one per
 /// record. Any split converges to the same rows (the rules hold whatever the grouping).
 ///
-/// The guard: when every record of a batch of several fails alone with the same error, the
-/// records are not what is wrong (a trigger, a constraint or a setting refuses everything):
+/// The guard: when every record of a batch of several distinct events fails alone with the same
+/// error, the records are not what is wrong (a trigger, a constraint or a setting refuses everything):
 /// [`Error::EveryRecordRejected`], retried like an outage and never dead-lettered.
 async fn apply_or_isolate(
     pool: &PgPool,
@@ -155,7 +155,13 @@ async fn apply_or_isolate(
             Err(e) => return Err(e),
         }
     }
-    if all.len() > 1 && rejected.len() == all.len() {
+    // Several deliveries of one event fail alike because they are alike: that is the record.
+    let distinct_events = all
+        .iter()
+        .map(|e| e.0.id.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if distinct_events > 1 && rejected.len() == all.len() {
         let alike = |e: &Error| (e.sqlstate(), error_chain(e));
         let (first_code, first_text) = alike(&rejected[0].1);
         if rejected
