@@ -88,12 +88,38 @@ async fn over_tls(ca: &TestCa, server: &MockServer) -> anyhow::Result<TlsFront> 
     TlsFront::start(ca.server_identity()?, *server.address()).await
 }
 
+/// A stand-in served over https:// by a CA of its own, and the settings a backfill reaches it
+/// with, trusting that CA as an operator trusts a corporate one.
+struct HttpsClerk {
+    ca: TestCa,
+    front: TlsFront,
+}
+
+impl HttpsClerk {
+    async fn serve(server: &MockServer) -> anyhow::Result<Self> {
+        let ca = TestCa::new("clerk-sync test CA")?;
+        let front = over_tls(&ca, server).await?;
+        Ok(HttpsClerk { ca, front })
+    }
+
+    fn url(&self) -> String {
+        self.front.url()
+    }
+
+    fn env<'a>(&'a self, url: &'a str) -> [(&'a str, &'a str); 3] {
+        [
+            ("CLERK_SECRET_KEY", KEY),
+            ("CLERK_API_URL", url),
+            ("SSL_CERT_FILE", self.ca.pem_file().to_str().expect("path")),
+        ]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_over_https_several_pages_and_a_rate_limit_ends_in_clerks_state_and_a_second_changes_nothing(
 ) -> anyhow::Result<()> {
     let clerk = clerk_stand_in().await;
-    let ca = TestCa::new("clerk-sync test CA")?;
-    let front = over_tls(&ca, &clerk).await?;
+    let https = HttpsClerk::serve(&clerk).await?;
     let db = TestDb::new().await?;
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[]).await?;
@@ -125,13 +151,8 @@ async fn a_backfill_over_https_several_pages_and_a_rate_limit_ends_in_clerks_sta
         "--state-file",
         state.path().to_str().expect("path"),
     ];
-    let uri = front.url();
-    let ca_file = ca.pem_file().to_str().expect("path");
-    let env = [
-        ("CLERK_SECRET_KEY", KEY),
-        ("CLERK_API_URL", uri.as_str()),
-        ("SSL_CERT_FILE", ca_file),
-    ];
+    let uri = https.url();
+    let env = https.env(&uri);
     let dry = run_cli(&kafka, &[&args[..], &["--dry-run"]].concat(), &env).await?;
     assert!(
         dry.contains("listed 1 organizations, 3 users, 1 organization_memberships; published 0"),
@@ -240,15 +261,9 @@ async fn an_interrupted_backfill_resumes_where_it_stopped() -> anyhow::Result<()
 
     let kafka = TestKafka::new().await?;
     let state = tempfile::NamedTempFile::new()?;
-    let ca = TestCa::new("clerk-sync test CA")?;
-    let front = over_tls(&ca, &server).await?;
-    let uri = front.url();
-    let ca_file = ca.pem_file().to_str().expect("path");
-    let env = [
-        ("CLERK_SECRET_KEY", KEY),
-        ("CLERK_API_URL", uri.as_str()),
-        ("SSL_CERT_FILE", ca_file),
-    ];
+    let https = HttpsClerk::serve(&server).await?;
+    let uri = https.url();
+    let env = https.env(&uri);
     let args = [
         "backfill",
         "--page-size",
