@@ -1,12 +1,14 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use clerk_sync_core::Secret;
 
-use super::{KafkaArgs, TopicArgs};
-use crate::backfill::{backfill, BackfillConfig, RESOURCES};
+use super::{Found, KafkaArgs, TopicArgs};
+use crate::backfill::report::{self, ProgressLine};
+use crate::backfill::{backfill, BackfillConfig, PruneConfig};
 
 /// `clerk-sync backfill`: bootstrap or repair the tables from Clerk's Backend API.
 #[derive(Debug, Args)]
@@ -30,9 +32,29 @@ pub struct BackfillArgs {
     /// Where progress is kept for --resume.
     #[arg(long, default_value = "clerk-sync-backfill.json")]
     pub state_file: PathBuf,
-    /// List and count only; publish nothing.
+    /// List and count only; publish nothing. With --prune: the drift report, exit 3 when there
+    /// is drift.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also measure the tables against the listing (DATABASE_URL) and delete what Clerk
+    /// deleted: live rows not listed, unchanged since the listing began, confirmed absent.
+    #[arg(long, conflicts_with = "resume")]
+    pub prune: bool,
+    /// Rows --prune deletes per table at most [default: 1% of the table's live rows, at least 1].
+    #[arg(long, value_name = "N", requires = "prune")]
+    pub max_prune: Option<u64>,
+    /// Prune even when a listing looks truncated or more rows than --max-prune would go.
+    #[arg(long, requires = "prune")]
+    pub force: bool,
+    /// The database whose tables --prune measures.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Push the drift figures (clerk_sync_drift_rows) to this Prometheus Pushgateway.
+    #[arg(long, env = "PUSHGATEWAY_URL", value_name = "URL", requires = "prune")]
+    pub pushgateway_url: Option<String>,
+    /// Print the summary (and drift report) as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -47,6 +69,21 @@ pub async fn run(args: BackfillArgs) -> Result<()> {
     if !(1..=500).contains(&args.page_size) {
         bail!("--page-size: expected 1..500, got {}", args.page_size);
     }
+    let prune = match (args.prune, &args.database_url) {
+        (false, _) => None,
+        (true, None) => bail!(
+            "DATABASE_URL is not set: --prune measures the synced tables against Clerk's listing"
+        ),
+        (true, Some(url)) => Some(PruneConfig {
+            database_url: url.clone(),
+            max_prune: args.max_prune,
+            force: args.force,
+        }),
+    };
+    if let Some(url) = &args.pushgateway_url {
+        reqwest::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("PUSHGATEWAY_URL: expected a URL, got `{url}`: {e}"))?;
+    }
     let producer = crate::dlq::producer(&args.kafka.brokers, &args.kafka.options())?;
     let config = BackfillConfig {
         api_url: args.api_url.clone(),
@@ -57,38 +94,39 @@ pub async fn run(args: BackfillArgs) -> Result<()> {
         dry_run: args.dry_run,
         state_file: args.state_file.clone(),
         resume: args.resume,
+        prune,
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar.enable_steady_tick(Duration::from_millis(200));
         bar
     });
-    let summary = backfill(config, &producer, |s| {
-        let line = format!(
-            "listed {} organizations, {} users, {} memberships; published {}",
-            s.listed[0], s.listed[1], s.listed[2], s.published
-        );
-        match &bar {
-            Some(bar) => bar.set_message(line),
-            None => eprintln!("backfill: {line}"),
+    let mut progress = ProgressLine::default();
+    let summary = backfill(config, &producer, |s| match &bar {
+        Some(bar) => bar.set_message(progress.line(s)),
+        None if progress.due(Duration::from_secs(10)) => {
+            eprintln!("backfill: {}", progress.line(s));
         }
+        None => {}
     })
     .await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let counts: Vec<String> = RESOURCES
-        .iter()
-        .zip(summary.listed)
-        .map(|((name, _), n)| format!("{n} {name}"))
-        .collect();
-    println!(
-        "{}listed {}; published {} events ({} requests, {} rate-limited)",
-        if args.dry_run { "dry run: " } else { "" },
-        counts.join(", "),
-        summary.published,
-        summary.requests,
-        summary.rate_limited
-    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", report::render(&summary));
+    }
+    if let Some(reason) = &summary.prune_refused {
+        bail!("pruning refused: {reason}");
+    }
+    if let Some(url) = &args.pushgateway_url {
+        report::push(url, &summary).await?;
+    }
+    let drift = summary.drift_rows();
+    if args.dry_run && drift > 0 {
+        return Err(Found(format!("drift: {drift} rows differ from Clerk")).into());
+    }
     Ok(())
 }

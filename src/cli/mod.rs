@@ -23,6 +23,22 @@ pub use shutdown::shutdown_token;
 
 use crate::logging::LogFormat;
 
+/// The exit code of a command that ran and found what it looks for: drift, differences, lag
+/// over the bound, dead letters (0 is "nothing found", 1 an error, 2 a usage error).
+pub const EXIT_FOUND: u8 = 3;
+
+/// What a command found, as an error that exits with [`EXIT_FOUND`] instead of 1.
+#[derive(Debug)]
+pub struct Found(pub String);
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Found {}
+
 /// Keeps your Postgres tables in step with Clerk, through Kafka.
 #[derive(Debug, Parser)]
 #[command(

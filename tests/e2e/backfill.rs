@@ -13,7 +13,7 @@ use crate::harness::{
 use crate::pipeline::wait_until_all_committed;
 
 const T: i64 = 1_754_560_800_000;
-const KEY: &str = "sk_test_backfill";
+pub const KEY: &str = "sk_test_backfill";
 
 fn user(id: &str, first: &str, updated_at: i64) -> Value {
     json!({"object": "user", "id": id, "first_name": first, "last_name": null,
@@ -90,23 +90,23 @@ async fn over_tls(ca: &TestCa, server: &MockServer) -> anyhow::Result<TlsFront> 
 
 /// A stand-in served over https:// by a CA of its own, and the settings a backfill reaches it
 /// with, trusting that CA as an operator trusts a corporate one.
-struct HttpsClerk {
+pub struct HttpsClerk {
     ca: TestCa,
     front: TlsFront,
 }
 
 impl HttpsClerk {
-    async fn serve(server: &MockServer) -> anyhow::Result<Self> {
+    pub async fn serve(server: &MockServer) -> anyhow::Result<Self> {
         let ca = TestCa::new("clerk-sync test CA")?;
         let front = over_tls(&ca, server).await?;
         Ok(HttpsClerk { ca, front })
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         self.front.url()
     }
 
-    fn env<'a>(&'a self, url: &'a str) -> [(&'a str, &'a str); 3] {
+    pub fn env<'a>(&'a self, url: &'a str) -> [(&'a str, &'a str); 3] {
         [
             ("CLERK_SECRET_KEY", KEY),
             ("CLERK_API_URL", url),

@@ -69,7 +69,29 @@ pub(crate) async fn scrapes() -> anyhow::Result<String> {
                 .then_some(text)
         })
         .await;
-    Ok(format!("{ingest_metrics}\n{worker_metrics}"))
+    Ok(format!(
+        "{ingest_metrics}\n{worker_metrics}\n{}",
+        drift_figures()
+    ))
+}
+
+/// What the drift check pushes to a Pushgateway, as the Pushgateway serves it: every table and
+/// kind, with the `job` label it is grouped under.
+fn drift_figures() -> String {
+    use clerk_sync::backfill::{report, BackfillSummary, TableDrift};
+    let summary = BackfillSummary {
+        drift: Some(
+            ["organizations", "users", "org_memberships"]
+                .map(|table| TableDrift {
+                    table,
+                    ..TableDrift::default()
+                })
+                .to_vec(),
+        ),
+        ..BackfillSummary::default()
+    };
+    report::exposition(&summary, std::time::SystemTime::now())
+        .replace("{table=", &format!("{{job=\"{}\",table=", report::PUSH_JOB))
 }
 
 #[tokio::test]

@@ -60,6 +60,8 @@ fn required(role: &str) -> &'static [&'static str] {
         "worker" => &["KAFKA_BROKERS", "DATABASE_URL"],
         "migrate" => &["DATABASE_URL"],
         "topics" => &["KAFKA_BROKERS"],
+        // The drift check (`--prune` measures the tables).
+        "backfill" => &["KAFKA_BROKERS", "CLERK_SECRET_KEY", "DATABASE_URL"],
         _ => &[],
     }
 }
@@ -127,7 +129,7 @@ fn compose_sets_only_settings_the_binary_accepts_and_every_required_one() {
     }
     assert_eq!(
         roles,
-        ["ingest", "migrate", "topics", "worker"]
+        ["backfill", "ingest", "migrate", "topics", "worker"]
             .map(String::from)
             .into_iter()
             .collect()
@@ -135,6 +137,10 @@ fn compose_sets_only_settings_the_binary_accepts_and_every_required_one() {
     // Prometheus scrapes the ports the services listen on.
     let scrape = repo_file("deploy/prometheus/prometheus.yml");
     assert!(scrape.contains("ingest:8080") && scrape.contains("worker:9090"));
+    assert!(
+        scrape.contains("pushgateway:9091"),
+        "the drift check's Pushgateway"
+    );
 }
 
 fn documents(dir: &str) -> Vec<(String, Value)> {
@@ -180,10 +186,11 @@ fn kubernetes_manifests_are_complete_and_match_the_binary() {
             "{file}: metadata.name missing"
         );
         let kind = doc["kind"].as_str().unwrap_or_default();
-        if kind != "Deployment" && kind != "Job" {
-            continue;
-        }
-        let pod = &doc["spec"]["template"];
+        let pod = match kind {
+            "Deployment" | "Job" => &doc["spec"]["template"],
+            "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"],
+            _ => continue,
+        };
         if kind == "Deployment" {
             let selector = doc["spec"]["selector"]["matchLabels"]
                 .as_mapping()

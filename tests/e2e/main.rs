@@ -12,6 +12,7 @@ mod deploy_artifacts;
 mod deploy_config;
 mod deploy_queries;
 mod docker_context;
+mod drift;
 mod failures;
 mod hostile_input;
 mod lock_order;

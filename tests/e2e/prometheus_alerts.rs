@@ -32,10 +32,12 @@ impl Prometheus {
         config["global"]["scrape_interval"] = "1s".into();
         config["global"]["scrape_timeout"] = "900ms".into();
         config["global"]["evaluation_interval"] = "1s".into();
-        for job in config["scrape_configs"]
+        let jobs = config["scrape_configs"]
             .as_sequence_mut()
-            .context("scrape_configs")?
-        {
+            .context("scrape_configs")?;
+        // The drift check's Pushgateway has no part here.
+        jobs.retain(|job| job["job_name"] != "clerk-sync-drift");
+        for job in jobs {
             let target = match job["job_name"].as_str() {
                 Some("clerk-sync-ingest") => ingest,
                 Some("clerk-sync-worker") => worker,

@@ -83,13 +83,7 @@ pub fn clerk_sync(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 
 /// Runs a one-shot `clerk-sync` command (e.g. `dlq list`) against the test's topics.
 pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -> Result<String> {
-    let mut command = binary();
-    command.args(args);
-    topic_env(&mut command, kafka);
-    for (k, v) in extra {
-        command.env(k, v);
-    }
-    let output = command.output().await?;
+    let output = cli_output(kafka, args, extra).await?;
     if !output.status.success() {
         bail!(
             "clerk-sync {args:?} failed: {}",
@@ -97,6 +91,29 @@ pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A one-shot command's whole output, whatever its exit status (exit-code tests).
+pub async fn cli_output(
+    kafka: &TestKafka,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Result<std::process::Output> {
+    Ok(spawn_cli(kafka, args, extra)?.wait_with_output().await?)
+}
+
+/// A one-shot command started against the test's topics, its output piped.
+pub fn spawn_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -> Result<Child> {
+    let mut command = binary();
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    topic_env(&mut command, kafka);
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    Ok(command.spawn()?)
 }
 
 /// Spawns the command `make` builds for a free port and waits until it answers there. A port
