@@ -146,10 +146,12 @@ async fn close(side: Side<'_>) -> Result<u64> {
 
 /// Compares every synced table of `here` with `there`, keeping up to `examples` differences
 /// per table. Reads both in key order side by side, so memory does not grow with the tables.
+/// `on_progress(table, rows read on the larger side)` after every page.
 pub async fn compare(
     here: &mut PgConnection,
     there: &mut PgConnection,
     examples: usize,
+    mut on_progress: impl FnMut(&str, u64),
 ) -> Result<Vec<TableReport>> {
     snapshot(here).await.context("DATABASE_URL")?;
     snapshot(there).await.context("--with")?;
@@ -166,7 +168,13 @@ pub async fn compare(
             .await
             .with_context(|| format!("--with: reading {}", table.name))?;
         let (mut x, mut y) = (a.next().await?, b.next().await?);
+        let mut reported = 0;
         loop {
+            let read = a.count.max(b.count);
+            if read >= reported + PAGE as u64 {
+                on_progress(table.name, read);
+                reported = read;
+            }
             let order = match (&x, &y) {
                 (None, None) => break,
                 (Some(_), None) => Ordering::Less,
@@ -212,7 +220,7 @@ pub async fn rows_differing(here: &str, there: &str) -> Result<u64> {
     use sqlx::Connection;
     let mut here = PgConnection::connect(here).await?;
     let mut there = PgConnection::connect(there).await?;
-    let reports = compare(&mut here, &mut there, 0).await?;
+    let reports = compare(&mut here, &mut there, 0, |_, _| {}).await?;
     Ok(reports.iter().map(TableReport::differences).sum())
 }
 

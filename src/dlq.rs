@@ -1,5 +1,6 @@
 //! Reading and redriving the dead-letter topic (`clerk-sync dlq …`).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -168,6 +169,110 @@ pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FuturePro
     config
         .create()
         .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")
+}
+
+/// Each partition's position of `group` on `topic` (the redrive group: what was redriven).
+pub fn committed(consumer: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .context("fetching topic metadata")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The dead letters counted, by error kind and original topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DlqSummary {
+    pub topic: String,
+    /// Every dead letter still in the topic (its retention decides how long).
+    pub total: u64,
+    /// Those not yet redriven (past the redrive group's position).
+    pub waiting: u64,
+    pub by_kind: Vec<KindCount>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KindCount {
+    pub error_kind: String,
+    pub original_topic: String,
+    pub total: u64,
+    pub waiting: u64,
+}
+
+impl DlqSummary {
+    pub fn new(topic: &str, letters: &[DeadLetter], redriven: &BTreeMap<i32, i64>) -> Self {
+        let mut by_kind: BTreeMap<(String, String), KindCount> = BTreeMap::new();
+        let mut summary = DlqSummary {
+            topic: topic.to_owned(),
+            ..DlqSummary::default()
+        };
+        for l in letters {
+            let kind = l
+                .header(header::ERROR_KIND)
+                .unwrap_or_else(|| "unknown".into());
+            let original = l
+                .header(header::ORIGINAL_TOPIC)
+                .unwrap_or_else(|| "unknown".into());
+            let waiting = redriven.get(&l.partition).is_none_or(|p| l.offset >= *p);
+            let entry = by_kind
+                .entry((kind.clone(), original.clone()))
+                .or_insert_with(|| KindCount {
+                    error_kind: kind,
+                    original_topic: original,
+                    ..KindCount::default()
+                });
+            entry.total += 1;
+            entry.waiting += u64::from(waiting);
+            summary.total += 1;
+            summary.waiting += u64::from(waiting);
+        }
+        summary.by_kind = by_kind.into_values().collect();
+        summary
+    }
+}
+
+/// One dead letter as `dlq show --json` prints it: its context, and its body (redacted unless
+/// asked; JSON when it is JSON).
+pub fn letter_json(topic: &str, letter: &DeadLetter, personal_data: bool) -> Value {
+    let h = |name| letter.header(name);
+    let text = if personal_data {
+        letter
+            .value
+            .as_deref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    } else {
+        redacted_body(letter.value.as_deref())
+    };
+    let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+    serde_json::json!({
+        "topic": topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "error_kind": h(header::ERROR_KIND),
+        "error_message": h(header::ERROR_MESSAGE),
+        "original_topic": h(header::ORIGINAL_TOPIC),
+        "original_partition": h(header::ORIGINAL_PARTITION).and_then(|v| v.parse::<i32>().ok()),
+        "original_offset": h(header::ORIGINAL_OFFSET).and_then(|v| v.parse::<i64>().ok()),
+        "attempts": h(header::ATTEMPTS).and_then(|v| v.parse::<u64>().ok()),
+        "first_failure_ms": h(header::FIRST_FAILURE_MS).and_then(|v| v.parse::<i64>().ok()),
+        "last_failure_ms": h(header::LAST_FAILURE_MS).and_then(|v| v.parse::<i64>().ok()),
+        "worker_id": h(header::WORKER_ID),
+        "event_id": h(clerk_sync_core::record_header::EVENT_ID),
+        "event_type": h(clerk_sync_core::record_header::EVENT_TYPE),
+        "body": body,
+    })
 }
 
 /// Keys whose values are personal data in Clerk payloads.

@@ -281,7 +281,7 @@ impl DriftDb {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Ids {
     pub count: u64,
-    /// In byte order, at most [`EXAMPLES`] (every id for `deleted`).
+    /// In byte order, at most 100 (every id for `deleted`).
     pub ids: Vec<String>,
 }
 

@@ -1,9 +1,12 @@
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use clerk_sync_core::Secret;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 
+use serde_json::{json, Value};
+
+use super::Found;
 use crate::compare::{compare, Difference, TableReport};
 
 /// `clerk-sync compare`: the synced tables of DATABASE_URL against another database.
@@ -21,6 +24,9 @@ pub struct CompareArgs {
     /// Print the values that differ (names, email addresses: personal data), not only the columns.
     #[arg(long)]
     pub show_personal_data: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 async fn connect(url: &Secret, setting: &str) -> Result<PgConnection> {
@@ -39,16 +45,63 @@ async fn connect(url: &Secret, setting: &str) -> Result<PgConnection> {
 pub async fn run(args: CompareArgs) -> Result<()> {
     let mut here = connect(&args.database_url, "DATABASE_URL").await?;
     let mut there = connect(&args.other, "--with").await?;
-    let reports = compare(&mut here, &mut there, args.show).await?;
-    for report in &reports {
-        print!("{}", render(report, args.show_personal_data));
-    }
+    // Large tables take a while: a line on stderr every few seconds.
+    let mut last = std::time::Instant::now();
+    let reports = compare(&mut here, &mut there, args.show, |table, rows| {
+        if last.elapsed() >= std::time::Duration::from_secs(5) {
+            eprintln!("compare: {table}, {rows} rows read");
+            last = std::time::Instant::now();
+        }
+    })
+    .await?;
     let differences: u64 = reports.iter().map(TableReport::differences).sum();
-    if differences > 0 {
-        bail!("the tables differ: {differences} rows (listed above)");
+    if args.json {
+        let tables: Vec<Value> = reports
+            .iter()
+            .map(|r| report_json(r, args.show_personal_data))
+            .collect();
+        let out = json!({"tables": tables, "differences": differences});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for report in &reports {
+            print!("{}", render(report, args.show_personal_data));
+        }
     }
-    println!("the tables match");
+    if differences > 0 {
+        let listed = if args.json { "" } else { " (listed above)" };
+        return Err(Found(format!("the tables differ: {differences} rows{listed}")).into());
+    }
+    if !args.json {
+        println!("the tables match");
+    }
     Ok(())
+}
+
+fn report_json(report: &TableReport, values: bool) -> Value {
+    let examples: Vec<Value> = report
+        .examples
+        .iter()
+        .map(|example| match example {
+            Difference::OnlyHere(key) => json!({"kind": "only_here", "key": key}),
+            Difference::OnlyThere(key) => json!({"kind": "only_there", "key": key}),
+            Difference::Differs { key, columns } => {
+                let columns: Vec<Value> = columns
+                    .iter()
+                    .map(|(name, here, there)| {
+                        if values {
+                            json!({"column": name, "here": here, "there": there})
+                        } else {
+                            json!({"column": name})
+                        }
+                    })
+                    .collect();
+                json!({"kind": "differs", "key": key, "columns": columns})
+            }
+        })
+        .collect();
+    json!({"table": report.table, "rows_here": report.rows_here, "rows_there": report.rows_there,
+        "only_here": report.only_here, "only_there": report.only_there,
+        "differing": report.differing, "examples": examples})
 }
 
 fn render(report: &TableReport, values: bool) -> String {

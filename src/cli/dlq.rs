@@ -1,16 +1,39 @@
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use clerk_sync_worker::dead_letter::header;
 
-use super::KafkaArgs;
+use super::{Found, KafkaArgs};
 use crate::dlq;
+
+/// The redrive group: it remembers how far redrives went, so none is applied twice, and what
+/// is past its position is "waiting".
+#[derive(Debug, clap::Args)]
+pub struct RedriveGroup {
+    /// Consumer group that remembers how far redrives went.
+    #[arg(
+        long,
+        env = "DLQ_REDRIVE_GROUP",
+        default_value = "clerk-sync-dlq-redrive"
+    )]
+    pub group: String,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// Count the dead letters, by error kind and original topic.
-    List(DlqArgs),
+    /// Count the dead letters, by error kind and original topic, and how many wait for a
+    /// redrive.
+    List {
+        #[command(flatten)]
+        args: DlqArgs,
+        #[command(flatten)]
+        redrive: RedriveGroup,
+        /// Exit 3 when any dead letter waits for a redrive (CI gates, CronJobs).
+        #[arg(long)]
+        fail_if_any: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print dead letters with their context; personal data redacted unless asked.
     Show {
         #[command(flatten)]
@@ -21,24 +44,25 @@ pub enum DlqCommand {
         /// Print bodies as they are, personal data included.
         #[arg(long)]
         show_personal_data: bool,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-publish dead letters to their original topics (after fixing the cause).
     Redrive {
         #[command(flatten)]
         args: DlqArgs,
-        /// Consumer group that remembers how far redrives went, so none is applied twice.
-        #[arg(
-            long,
-            env = "DLQ_REDRIVE_GROUP",
-            default_value = "clerk-sync-dlq-redrive"
-        )]
-        group: String,
+        #[command(flatten)]
+        redrive: RedriveGroup,
         /// Redrive only this dead letter (PARTITION:OFFSET); the group's position is not moved.
         #[arg(long)]
         only: Option<String>,
         /// Print what would be re-published, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -64,114 +88,164 @@ async fn read_all(args: &DlqArgs) -> Result<Vec<clerk_sync_worker::dead_letter::
 
 pub async fn run(command: DlqCommand) -> Result<()> {
     match command {
-        DlqCommand::List(args) => {
-            let letters = read_all(&args).await?;
-            let mut by_kind: BTreeMap<(String, String), usize> = BTreeMap::new();
-            for l in &letters {
-                let kind = l
-                    .header(header::ERROR_KIND)
-                    .unwrap_or_else(|| "unknown".into());
-                let topic = l
-                    .header(header::ORIGINAL_TOPIC)
-                    .unwrap_or_else(|| "unknown".into());
-                *by_kind.entry((kind, topic)).or_default() += 1;
-            }
-            println!("{}: {} dead letters", args.topic_dlq, letters.len());
-            for ((kind, topic), n) in by_kind {
-                println!("  {n:>6}  {kind:<24} from {topic}");
-            }
-            Ok(())
-        }
+        DlqCommand::List {
+            args,
+            redrive,
+            fail_if_any,
+            json,
+        } => list(args, redrive, fail_if_any, json).await,
         DlqCommand::Show {
             args,
             limit,
             show_personal_data,
-        } => {
-            let letters = read_all(&args).await?;
-            for l in letters.iter().take(limit) {
-                let h = |name| l.header(name).unwrap_or_default();
-                println!(
-                    "{}:{}:{}  kind={}  from={}:{}:{}  attempts={}  first_failure_ms={}  last_failure_ms={}  worker={}",
-                    args.topic_dlq, l.partition, l.offset, h(header::ERROR_KIND), h(header::ORIGINAL_TOPIC),
-                    h(header::ORIGINAL_PARTITION), h(header::ORIGINAL_OFFSET), h(header::ATTEMPTS),
-                    h(header::FIRST_FAILURE_MS), h(header::LAST_FAILURE_MS), h(header::WORKER_ID)
-                );
-                println!("  error: {}", h(header::ERROR_MESSAGE));
-                println!(
-                    "  svix-id: {}  type: {}",
-                    h(clerk_sync_core::record_header::EVENT_ID),
-                    h(clerk_sync_core::record_header::EVENT_TYPE)
-                );
-                let body = if show_personal_data {
-                    l.value
-                        .as_deref()
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_default()
-                } else {
-                    dlq::redacted_body(l.value.as_deref())
-                };
-                println!("  body: {body}");
-            }
-            Ok(())
-        }
+            json,
+        } => show(args, limit, show_personal_data, json).await,
         DlqCommand::Redrive {
             args,
-            group,
+            redrive,
             only,
             dry_run,
-        } => {
-            let only = only
-                .map(|o| -> Result<(i32, i64)> {
-                    let (p, off) = o
-                        .split_once(':')
-                        .context("--only: expected PARTITION:OFFSET")?;
-                    Ok((
-                        p.parse().context("--only: partition")?,
-                        off.parse().context("--only: offset")?,
-                    ))
-                })
-                .transpose()?;
-            let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &group)?;
-            let topic = args.topic_dlq.clone();
-            let from_committed = only.is_none();
-            let (consumer, letters) = tokio::task::spawn_blocking(move || {
-                let letters = dlq::read_to_end(&consumer, &topic, from_committed);
-                letters.map(|l| (consumer, l))
-            })
-            .await??;
-            let selected: Vec<_> = letters
-                .iter()
-                .filter(|l| only.is_none_or(|(p, o)| l.partition == p && l.offset == o))
-                .collect();
-            let producer = dlq::producer(&args.kafka.brokers, &args.kafka.options())?;
-            for letter in &selected {
-                let target = letter.header(header::ORIGINAL_TOPIC).unwrap_or_default();
-                if dry_run {
-                    println!(
-                        "would redrive {}:{}:{} to {target}",
-                        args.topic_dlq, letter.partition, letter.offset
-                    );
-                    continue;
-                }
-                dlq::republish(&producer, &args.topic_dlq, letter).await?;
-                if only.is_none() {
-                    dlq::commit_past(&consumer, &args.topic_dlq, letter)?;
-                }
-                println!(
-                    "redriven {}:{}:{} to {target}",
-                    args.topic_dlq, letter.partition, letter.offset
-                );
-            }
+            json,
+        } => redrive_letters(args, redrive.group, only, dry_run, json).await,
+    }
+}
+
+async fn list(args: DlqArgs, redrive: RedriveGroup, fail_if_any: bool, json: bool) -> Result<()> {
+    let letters = read_all(&args).await?;
+    let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &redrive.group)?;
+    let topic = args.topic_dlq.clone();
+    let redriven = tokio::task::spawn_blocking(move || dlq::committed(&consumer, &topic)).await??;
+    let summary = dlq::DlqSummary::new(&args.topic_dlq, &letters, &redriven);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{}: {} dead letters ({} waiting for a redrive)",
+            summary.topic, summary.total, summary.waiting
+        );
+        for k in &summary.by_kind {
             println!(
-                "{} dead letters {}",
-                selected.len(),
-                if dry_run {
-                    "would be redriven"
-                } else {
-                    "redriven"
-                }
+                "  {:>6}  {:<24} from {} ({} waiting)",
+                k.total, k.error_kind, k.original_topic, k.waiting
             );
-            Ok(())
         }
     }
+    if fail_if_any && summary.waiting > 0 {
+        return Err(Found(format!(
+            "{} dead letters wait for a redrive on {}",
+            summary.waiting, summary.topic
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+async fn show(args: DlqArgs, limit: usize, show_personal_data: bool, json: bool) -> Result<()> {
+    let letters = read_all(&args).await?;
+    if json {
+        let shown: Vec<_> = letters
+            .iter()
+            .take(limit)
+            .map(|l| dlq::letter_json(&args.topic_dlq, l, show_personal_data))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(());
+    }
+    for l in letters.iter().take(limit) {
+        let h = |name| l.header(name).unwrap_or_default();
+        println!(
+            "{}:{}:{}  kind={}  from={}:{}:{}  attempts={}  first_failure_ms={}  last_failure_ms={}  worker={}",
+            args.topic_dlq, l.partition, l.offset, h(header::ERROR_KIND), h(header::ORIGINAL_TOPIC),
+            h(header::ORIGINAL_PARTITION), h(header::ORIGINAL_OFFSET), h(header::ATTEMPTS),
+            h(header::FIRST_FAILURE_MS), h(header::LAST_FAILURE_MS), h(header::WORKER_ID)
+        );
+        println!("  error: {}", h(header::ERROR_MESSAGE));
+        println!(
+            "  svix-id: {}  type: {}",
+            h(clerk_sync_core::record_header::EVENT_ID),
+            h(clerk_sync_core::record_header::EVENT_TYPE)
+        );
+        let body = if show_personal_data {
+            l.value
+                .as_deref()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        } else {
+            dlq::redacted_body(l.value.as_deref())
+        };
+        println!("  body: {body}");
+    }
+    Ok(())
+}
+
+async fn redrive_letters(
+    args: DlqArgs,
+    group: String,
+    only: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    let only = only
+        .map(|o| -> Result<(i32, i64)> {
+            let (p, off) = o
+                .split_once(':')
+                .context("--only: expected PARTITION:OFFSET")?;
+            Ok((
+                p.parse().context("--only: partition")?,
+                off.parse().context("--only: offset")?,
+            ))
+        })
+        .transpose()?;
+    let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &group)?;
+    let topic = args.topic_dlq.clone();
+    let from_committed = only.is_none();
+    let (consumer, letters) = tokio::task::spawn_blocking(move || {
+        let letters = dlq::read_to_end(&consumer, &topic, from_committed);
+        letters.map(|l| (consumer, l))
+    })
+    .await??;
+    let selected: Vec<_> = letters
+        .iter()
+        .filter(|l| only.is_none_or(|(p, o)| l.partition == p && l.offset == o))
+        .collect();
+    let producer = dlq::producer(&args.kafka.brokers, &args.kafka.options())?;
+    let mut done = Vec::new();
+    for letter in &selected {
+        let target = letter.header(header::ORIGINAL_TOPIC).unwrap_or_default();
+        if !dry_run {
+            dlq::republish(&producer, &args.topic_dlq, letter).await?;
+            if only.is_none() {
+                dlq::commit_past(&consumer, &args.topic_dlq, letter)?;
+            }
+        }
+        if !json {
+            println!(
+                "{} {}:{}:{} to {target}",
+                if dry_run { "would redrive" } else { "redriven" },
+                args.topic_dlq,
+                letter.partition,
+                letter.offset
+            );
+        }
+        done.push(
+            serde_json::json!({"partition": letter.partition, "offset": letter.offset,
+            "original_topic": target}),
+        );
+    }
+    if json {
+        let out = serde_json::json!({"topic": args.topic_dlq, "dry_run": dry_run,
+            "count": done.len(), "dead_letters": done});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} dead letters {}",
+            selected.len(),
+            if dry_run {
+                "would be redriven"
+            } else {
+                "redriven"
+            }
+        );
+    }
+    Ok(())
 }

@@ -1,10 +1,10 @@
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use clerk_sync_worker::lag::measure_lag;
 
-use super::{KafkaArgs, TopicArgs};
+use super::{Found, KafkaArgs, TopicArgs};
 
 /// `clerk-sync lag`: the group's lag per partition, read from the broker.
 #[derive(Debug, Args)]
@@ -15,7 +15,7 @@ pub struct LagArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Exit non-zero when any partition lags by more than this many records.
+    /// Exit 3 when any partition lags by more than this many records.
     #[arg(long)]
     pub max_lag: Option<i64>,
     #[command(flatten)]
@@ -65,10 +65,11 @@ pub async fn run(args: LagArgs) -> Result<()> {
     if let Some(max) = args.max_lag {
         let worst = lags.iter().map(|l| l.lag).max().unwrap_or(0);
         if worst > max {
-            bail!(
+            return Err(Found(format!(
                 "group {} lags by {worst} records on some partition (--max-lag {max})",
                 args.group
-            );
+            ))
+            .into());
         }
     }
     Ok(())

@@ -38,6 +38,9 @@ pub struct ReplayArgs {
     /// Report what would change, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
     /// Consumer group for the replay's reads (never the live group; nothing is committed).
     #[arg(long)]
     pub group: Option<String>,
@@ -161,6 +164,13 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
     .await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if args.json {
+        let mut out = serde_json::to_value(&summary)?;
+        out["dry_run"] = args.dry_run.into();
+        out["duration_seconds"] = summary.duration.as_secs_f64().into();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
     }
     println!(
         "{}replayed {} records in {:.1}s: {} applied, {} stale, {} duplicate, {} ignored, {} rejected, {} outside the time window",

@@ -24,6 +24,9 @@ pub enum TopicsCommand {
         /// Print what would be created, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON: each topic with its partitions, replication and settings.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         kafka: KafkaArgs,
         #[command(flatten)]
@@ -39,6 +42,7 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
             retention_ms,
             dlq_retention_ms,
             dry_run,
+            json,
             kafka,
             topics,
         } => {
@@ -60,17 +64,33 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
                 retention_ms,
                 dlq_retention_ms,
             );
-            if dry_run {
-                for spec in &specs {
-                    println!("would create {spec}");
-                }
+            if !dry_run {
+                crate::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
+            }
+            if json {
+                let topics: Vec<_> = specs.iter().map(spec_json).collect();
+                let out = serde_json::json!({"dry_run": dry_run, "topics": topics});
+                println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
             }
-            crate::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
             for spec in &specs {
-                println!("{}: present", spec.name);
+                if dry_run {
+                    println!("would create {spec}");
+                } else {
+                    println!("{}: present", spec.name);
+                }
             }
             Ok(())
         }
     }
+}
+
+fn spec_json(spec: &crate::topics::TopicSpec) -> serde_json::Value {
+    let configs: serde_json::Map<String, serde_json::Value> = spec
+        .configs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone().into()))
+        .collect();
+    serde_json::json!({"name": spec.name, "partitions": spec.partitions,
+        "replication": spec.replication, "configs": configs})
 }

@@ -36,12 +36,13 @@ fn history() -> Vec<(EventMeta, ClerkEvent)> {
     ]
 }
 
-fn compare(here: &TestDb, there: &TestDb, extra: &[&str]) -> (bool, String, String) {
+/// `compare` with `extra`: its exit code, stdout and stderr.
+fn compare(here: &TestDb, there: &TestDb, extra: &[&str]) -> (Option<i32>, String, String) {
     let mut args = vec!["compare", "--with", &there.url];
     args.extend(extra);
     let out = clerk_sync(&args, &[("DATABASE_URL", &here.url)]);
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -57,8 +58,8 @@ async fn compare_finds_two_databases_fed_the_same_events_in_different_orders_ide
     for event in events.iter().rev() {
         apply_all(&b.pool, std::slice::from_ref(event)).await?;
     }
-    let (ok, stdout, stderr) = compare(&a, &b, &[]);
-    assert!(ok, "{stdout}{stderr}");
+    let (code, stdout, stderr) = compare(&a, &b, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("users: 2 rows in DATABASE_URL, 2 in --with; identical"),
         "{stdout}"
@@ -91,10 +92,10 @@ async fn compare_lists_missing_and_changed_rows_fails_and_shows_values_only_when
     ));
     apply_all(&b.pool, &more).await?;
 
-    let (ok, stdout, stderr) = compare(&a, &b, &[]);
-    assert!(!ok, "{stdout}");
+    let (code, stdout, stderr) = compare(&a, &b, &[]);
+    assert_eq!(code, Some(3), "differences are exit code 3: {stdout}");
     assert!(
-        stderr.contains("error: the tables differ: 3 rows"),
+        stderr.contains("found: the tables differ: 3 rows"),
         "{stderr}"
     );
     assert!(
@@ -120,6 +121,22 @@ async fn compare_lists_missing_and_changed_rows_fails_and_shows_values_only_when
     assert!(
         !stdout.contains("Alix"),
         "values stay hidden by default: {stdout}"
+    );
+
+    let (code, stdout, _) = compare(&a, &b, &["--json"]);
+    assert_eq!(code, Some(3));
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(report["differences"], 3);
+    let users = &report["tables"][0];
+    assert_eq!(
+        (&users["table"], &users["only_there"], &users["differing"]),
+        (&"users".into(), &1.into(), &1.into())
+    );
+    assert_eq!(
+        users["examples"][0],
+        serde_json::json!({"kind": "differs", "key": "user_1",
+            "columns": [{"column": "first_name"}, {"column": "name"}, {"column": "updated_at"}]}),
+        "columns only, no values: {stdout}"
     );
 
     let (_, stdout, _) = compare(&a, &b, &["--show-personal-data", "--show", "1"]);

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    eventually, post_all, post_fixture, run_cli, signed_post, sim, Ingest, TestDb, TestKafka,
-    WorkerProcess, STDERR_FILE, TEST_SECRET,
+    cli_output, eventually, post_all, post_fixture, run_cli, signed_post, sim, Ingest, TestDb,
+    TestKafka, WorkerProcess, STDERR_FILE, TEST_SECRET,
 };
 use crate::observability::{scrape, sum_of};
 use crate::pipeline::{wait_until_all_committed, WAIT};
@@ -194,6 +194,52 @@ async fn poison_records_are_dead_lettered_with_context_and_everything_around_the
         listed.contains("not_an_envelope") && listed.contains("invalid_data"),
         "{listed}"
     );
+    let listed: serde_json::Value =
+        serde_json::from_str(&run_cli(&kafka, &["dlq", "list", "--json"], &[]).await?)?;
+    assert_eq!(
+        (&listed["total"], &listed["waiting"]),
+        (&3.into(), &3.into())
+    );
+    let kinds: Vec<(&str, u64)> = listed["by_kind"]
+        .as_array()
+        .expect("by_kind")
+        .iter()
+        .map(|k| {
+            (
+                k["error_kind"].as_str().unwrap_or(""),
+                k["total"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("invalid_data", 2), ("not_an_envelope", 1)],
+        "{listed}"
+    );
+    let gate = cli_output(&kafka, &["dlq", "list", "--fail-if-any"], &[]).await?;
+    assert_eq!(
+        gate.status.code(),
+        Some(3),
+        "dead letters waiting: exit code 3"
+    );
+    let shown_json: serde_json::Value =
+        serde_json::from_str(&run_cli(&kafka, &["dlq", "show", "--json"], &[]).await?)?;
+    let letters = shown_json.as_array().expect("an array");
+    assert_eq!(letters.len(), 3);
+    let p3 = letters
+        .iter()
+        .find(|l| l["event_id"] == "msg_p3")
+        .expect("msg_p3 shown");
+    assert_eq!(p3["original_topic"], users.as_str());
+    assert_eq!(p3["attempts"], 1);
+    assert!(
+        p3["error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expected i64")),
+        "{shown_json}"
+    );
+    assert!(!shown_json.to_string().contains("Mallory"), "redacted");
+
     let shown = run_cli(&kafka, &["dlq", "show"], &[]).await?;
     assert!(shown.contains(&format!("from={users}:")), "{shown}");
     assert!(
@@ -246,8 +292,25 @@ async fn a_record_the_database_rejects_is_dead_lettered_and_redriven_once_after_
         .await?;
     let dry = run_cli(&kafka, &["dlq", "redrive", "--dry-run"], &[]).await?;
     assert!(dry.contains("1 dead letters would be redriven"), "{dry}");
+    let dry: serde_json::Value = serde_json::from_str(
+        &run_cli(&kafka, &["dlq", "redrive", "--dry-run", "--json"], &[]).await?,
+    )?;
+    assert_eq!(
+        (&dry["dry_run"], &dry["count"]),
+        (&true.into(), &1.into()),
+        "{dry}"
+    );
+    let gate = cli_output(&kafka, &["dlq", "list", "--fail-if-any"], &[]).await?;
+    assert_eq!(gate.status.code(), Some(3), "one waits for its redrive");
     let redriven = run_cli(&kafka, &["dlq", "redrive"], &[]).await?;
     assert!(redriven.contains("1 dead letters redriven"), "{redriven}");
+    let gate = cli_output(&kafka, &["dlq", "list", "--fail-if-any", "--json"], &[]).await?;
+    assert_eq!(gate.status.code(), Some(0), "redriven: none waits");
+    let listed: serde_json::Value = serde_json::from_slice(&gate.stdout)?;
+    assert_eq!(
+        (&listed["total"], &listed["waiting"]),
+        (&1.into(), &0.into())
+    );
     eventually("user applied after redrive", WAIT, || async {
         (db.count("SELECT count(*) FROM users WHERE last_name = 'Moreau'")
             .await

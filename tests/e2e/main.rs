@@ -28,5 +28,6 @@ mod prometheus_alerts;
 mod promtool;
 mod reference_queries;
 mod replay;
+mod scripting;
 mod secrets;
 mod settings;

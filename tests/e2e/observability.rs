@@ -5,7 +5,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::harness::{
-    eventually, fixture, post_fixture, run_cli, signed_post, Ingest, TestDb, TestKafka,
+    cli_output, eventually, fixture, post_fixture, run_cli, signed_post, Ingest, TestDb, TestKafka,
     WorkerProcess,
 };
 use crate::pipeline::{wait_until_all_committed, WAIT};
@@ -201,15 +201,16 @@ async fn the_lag_command_reports_log_end_committed_and_lag_for_a_group_with_know
         "{table}"
     );
 
-    let over = run_cli(
+    let over = cli_output(
         &kafka,
         &["lag", "--group", &kafka.group, "--max-lag", "1"],
         &[],
     )
-    .await;
-    assert!(
-        over.is_err(),
-        "--max-lag 1 fails when a partition lags by 2"
+    .await?;
+    assert_eq!(
+        over.status.code(),
+        Some(3),
+        "--max-lag 1 finds a partition lagging by 2: exit code 3"
     );
     run_cli(
         &kafka,
