@@ -2,7 +2,9 @@
 //! port from the project's own `deploy/prometheus` files — targets pointed at this test's ingest
 //! and worker, intervals of a second, the alert's `for:` scaled from minutes to seconds — scrapes
 //! them while webhooks flow. The worker is stopped: `ClerkSyncWorkerDown` goes pending, then
-//! firing; the worker resumes: it resolves. Read from Prometheus's own API.
+//! firing; the worker resumes: it resolves. The worker cannot write (its database read-only):
+//! the lag alert `ClerkSyncConsumerStalled` goes pending, then firing; writable again: it
+//! resolves. Read from Prometheus's own API.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use crate::harness::{
 };
 
 const ALERT: &str = "ClerkSyncWorkerDown";
+const STALLED: &str = "ClerkSyncConsumerStalled";
 const WAIT: Duration = Duration::from_secs(60);
 
 struct Prometheus {
@@ -24,8 +27,8 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    /// The project's scrape configuration and rules, for these targets.
-    async fn start(ingest: &str, worker: &str) -> Result<Self> {
+    /// The project's scrape configuration and rules, for these targets, `alert`'s `for:` scaled.
+    async fn start(ingest: &str, worker: &str, alert: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut config: Value =
             serde_norway::from_str(&repo_file("deploy/prometheus/prometheus.yml"))?;
@@ -49,13 +52,13 @@ impl Prometheus {
         let mut scaled = false;
         for group in rules["groups"].as_sequence_mut().context("groups")? {
             for rule in group["rules"].as_sequence_mut().context("rules")? {
-                if rule["alert"] == ALERT {
+                if rule["alert"] == alert {
                     rule["for"] = "5s".into();
                     scaled = true;
                 }
             }
         }
-        anyhow::ensure!(scaled, "{ALERT} is not in alerts.yml");
+        anyhow::ensure!(scaled, "{alert} is not in alerts.yml");
         std::fs::write(
             dir.path().join("prometheus.yml"),
             serde_norway::to_string(&config)?,
@@ -146,7 +149,7 @@ async fn a_real_prometheus_fires_the_worker_down_alert_while_the_worker_is_stopp
     let ingest = Ingest::start(&kafka, &[]).await?;
     let worker = WorkerProcess::start(&db, &kafka).await?;
     let target = |base: &str| base.trim_start_matches("http://").to_owned();
-    let prometheus = Prometheus::start(&target(&ingest.base), &target(&worker.base)).await?;
+    let prometheus = Prometheus::start(&target(&ingest.base), &target(&worker.base), ALERT).await?;
 
     eventually("both targets scraped", WAIT, || async {
         let both =
@@ -185,6 +188,70 @@ async fn a_real_prometheus_fires_the_worker_down_alert_while_the_worker_is_stopp
     .await;
     eventually("the waiting event applied", WAIT, || async {
         (db.count("SELECT count(*) FROM organizations").await == 1).then_some(())
+    })
+    .await;
+    drop(prometheus.child);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_fires_the_stalled_lag_alert_while_the_worker_cannot_write_and_resolves_it_after(
+) -> Result<()> {
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    let ingest = Ingest::start(&kafka, &[]).await?;
+    // Lag measured every second (15 s shipped), so that it shows within the test.
+    let worker = WorkerProcess::start_with(&db, &kafka, &[("LAG_REFRESH_MS", "1000")]).await?;
+    let target = |base: &str| base.trim_start_matches("http://").to_owned();
+    let prometheus =
+        Prometheus::start(&target(&ingest.base), &target(&worker.base), STALLED).await?;
+    eventually("both targets scraped", WAIT, || async {
+        let both =
+            prometheus.up("clerk-sync-ingest").await? && prometheus.up("clerk-sync-worker").await?;
+        both.then_some(())
+    })
+    .await;
+
+    // A failover's read-only window: the worker is up, serving metrics, and applies nothing.
+    let mut admin = db.admin().await?;
+    let cut = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()";
+    sqlx::query(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        db.name()
+    ))
+    .execute(&mut admin)
+    .await?;
+    sqlx::query(cut).bind(db.name()).execute(&mut admin).await?;
+    let r = post_fixture(&ingest, "msg_stall_1", "user.created.json").await?;
+    assert_eq!(r.status(), 200, "webhooks still flow");
+    eventually("the lag alert pending", WAIT, || async {
+        (prometheus.state(STALLED).await.as_deref() == Some("pending")).then_some(())
+    })
+    .await;
+    eventually("the lag alert firing", WAIT, || async {
+        (prometheus.state(STALLED).await.as_deref() == Some("firing")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        prometheus.up("clerk-sync-worker").await,
+        Some(true),
+        "the worker was up all along"
+    );
+
+    // Writable again: the event applies, the lag returns to zero, the alert resolves.
+    sqlx::query(&format!(
+        "ALTER DATABASE {} RESET default_transaction_read_only",
+        db.name()
+    ))
+    .execute(&mut admin)
+    .await?;
+    sqlx::query(cut).bind(db.name()).execute(&mut admin).await?;
+    eventually("the waiting event applied", WAIT, || async {
+        (db.count("SELECT count(*) FROM users").await == 1).then_some(())
+    })
+    .await;
+    eventually("the lag alert resolved", WAIT, || async {
+        prometheus.state(STALLED).await.is_none().then_some(())
     })
     .await;
     drop(prometheus.child);
