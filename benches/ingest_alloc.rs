@@ -15,7 +15,7 @@ use axum::http::Request;
 use axum::routing::post;
 use axum::{Json, Router};
 use clerk_sync_core::Secret;
-use clerk_sync_ingest::{AppState, IngestMetrics, Publisher, UnverifiedWebhook, Verifier};
+use clerk_sync_ingest::{Publisher, UnverifiedWebhook, Verifier};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -119,17 +119,23 @@ fn main() -> Result<()> {
             Duration::from_secs(300),
         )?);
         let publisher = Publisher::new(&env.brokers, &env.options, deadline)?;
-        let ingest = clerk_sync_ingest::router(AppState {
-            verifier: verifier.clone(),
-            publisher: publisher.clone(),
-            topics: Arc::new(env.topics.clone()),
-            body_limit: 256 * 1024,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(1024)),
-            request_timeout: deadline,
-            max_connections: 4096,
-            broker_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            metrics: IngestMetrics::new(prometheus::Registry::new())?,
-        });
+        let ingest = clerk_sync_ingest::Ingest::with_publisher(
+            clerk_sync_ingest::IngestConfig {
+                secrets: vec![SECRET.parse::<Secret>()?],
+                tolerance: Duration::from_secs(300),
+                brokers: env.brokers.clone(),
+                kafka_options: env.options.clone(),
+                publish_deadline: deadline,
+                topics: env.topics.clone(),
+                body_limit: 256 * 1024,
+                max_in_flight: 1024,
+                request_timeout: deadline,
+                max_connections: 4096,
+            },
+            Arc::new(publisher.clone()),
+        )?;
+        ingest.set_broker_ready(true);
+        let ingest = ingest.router();
         let ceiling = Router::new().route(
             "/webhooks/clerk",
             post(|_body: Bytes| async { Json(serde_json::json!({"status": "accepted"})) }),

@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::IngestOutcome;
+
 /// Every answer other than success: a status and `{"error": code, "message": text}`.
 /// Internals are logged where they happen, never sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,15 +34,15 @@ pub enum ApiError {
 
 impl ApiError {
     /// The `outcome` label for metrics and logs.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> IngestOutcome {
         match self {
-            ApiError::MissingSignature(_) | ApiError::BadSignature => "bad_signature",
-            ApiError::Stale => "stale",
-            ApiError::TooLarge { .. } => "too_large",
-            ApiError::BadPayload(_) => "bad_payload",
-            ApiError::Unavailable { .. } => "unavailable",
-            ApiError::Overloaded => "overloaded",
-            ApiError::Timeout => "timeout",
+            ApiError::MissingSignature(_) | ApiError::BadSignature => IngestOutcome::BadSignature,
+            ApiError::Stale => IngestOutcome::Stale,
+            ApiError::TooLarge { .. } => IngestOutcome::TooLarge,
+            ApiError::BadPayload(_) => IngestOutcome::BadPayload,
+            ApiError::Unavailable { .. } => IngestOutcome::Unavailable,
+            ApiError::Overloaded => IngestOutcome::Overloaded,
+            ApiError::Timeout => IngestOutcome::Timeout,
         }
     }
 

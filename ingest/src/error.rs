@@ -20,6 +20,13 @@ pub enum Error {
     PublishTimeout(std::time::Duration),
     #[error("I/O error")]
     Io(#[source] std::io::Error),
+    #[error("{setting}: expected {expected}")]
+    Setting {
+        setting: &'static str,
+        expected: String,
+    },
+    #[error("registering the metrics")]
+    Metrics(#[source] prometheus::Error),
 }
 
 impl Error {

@@ -3,18 +3,7 @@ use prometheus::{
     TextEncoder,
 };
 
-/// Every outcome a request can have: the bounded values of the `outcome` label.
-pub const OUTCOMES: &[&str] = &[
-    "accepted",
-    "ignored_type",
-    "bad_signature",
-    "stale",
-    "too_large",
-    "bad_payload",
-    "unavailable",
-    "overloaded",
-    "timeout",
-];
+use crate::IngestOutcome;
 
 /// Ingest's metrics, registered in a registry the caller owns (no global state).
 #[derive(Clone)]
@@ -63,9 +52,9 @@ impl IngestMetrics {
         registry.register(Box::new(produce_duration.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         // Every outcome shows from the start, at 0, so rates and alerts work before the first error.
-        for outcome in OUTCOMES {
-            requests.with_label_values(&[outcome]);
-            request_duration.with_label_values(&[outcome]);
+        for outcome in IngestOutcome::ALL {
+            requests.with_label_values(&[outcome.as_str()]);
+            request_duration.with_label_values(&[outcome.as_str()]);
         }
         Ok(IngestMetrics {
             registry,
@@ -74,6 +63,14 @@ impl IngestMetrics {
             produce_duration,
             in_flight,
         })
+    }
+
+    /// Counts one request and its handling time, under its outcome.
+    pub fn request(&self, outcome: IngestOutcome, seconds: f64) {
+        self.requests.with_label_values(&[outcome.as_str()]).inc();
+        self.request_duration
+            .with_label_values(&[outcome.as_str()])
+            .observe(seconds);
     }
 
     /// The Prometheus text format of everything in the registry.

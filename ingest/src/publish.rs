@@ -22,6 +22,48 @@ pub struct Published {
     pub offset: i64,
 }
 
+/// A boxed future: what [`Publish`] returns, so that it can be a trait object.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where verified webhooks go: Kafka in production ([`Publisher`]), a fake in tests, so that
+/// every answer ingest gives can be tested in-process, without a broker.
+pub trait Publish: Send + Sync + 'static {
+    /// Stores the verified body under `topic` and `key`; `Ok` only once it is durable.
+    fn publish<'a>(
+        &'a self,
+        webhook: &'a VerifiedWebhook,
+        event_type: &'a str,
+        topic: &'a str,
+        key: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Published>>;
+
+    /// Whether the destination answers within `timeout` (`/readyz`).
+    fn is_reachable(&self, timeout: Duration) -> BoxFuture<'_, bool>;
+
+    /// Waits for what is in flight (shutdown).
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<()>>;
+}
+
+impl Publish for Publisher {
+    fn publish<'a>(
+        &'a self,
+        webhook: &'a VerifiedWebhook,
+        event_type: &'a str,
+        topic: &'a str,
+        key: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Published>> {
+        Box::pin(Publisher::publish(self, webhook, event_type, topic, key))
+    }
+
+    fn is_reachable(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(Publisher::is_reachable(self, timeout))
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Publisher::flush(self, timeout))
+    }
+}
+
 /// Records in flight below which a record is sent at once rather than lingering for company.
 const EAGER_BELOW: usize = 4;
 

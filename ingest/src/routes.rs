@@ -14,14 +14,15 @@ use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
 use crate::{
-    error_chain, ApiError, IngestMetrics, Publisher, UnverifiedWebhook, VerifiedWebhook, Verifier,
+    error_chain, ApiError, IngestMetrics, IngestOutcome, Publish, UnverifiedWebhook,
+    VerifiedWebhook, Verifier,
 };
 
 /// What every request handler shares.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub verifier: Arc<Verifier>,
-    pub publisher: Publisher,
+    pub publisher: Arc<dyn Publish>,
     pub topics: Arc<Topics>,
     pub body_limit: usize,
     /// Bounds the requests in flight; beyond it requests are shed with 503.
@@ -36,7 +37,7 @@ pub struct AppState {
 }
 
 /// `POST /webhooks/clerk`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let limit = state.body_limit;
     Router::new()
         .route("/webhooks/clerk", post(receive))
@@ -86,12 +87,9 @@ async fn receive(State(state): State<AppState>, request: Request) -> Result<Answ
         Ok(outcome) => *outcome,
         Err(e) => e.outcome(),
     };
-    state.metrics.requests.with_label_values(&[outcome]).inc();
     state
         .metrics
-        .request_duration
-        .with_label_values(&[outcome])
-        .observe(started.elapsed().as_secs_f64());
+        .request(outcome, started.elapsed().as_secs_f64());
     result.map(Answer)
 }
 
@@ -119,7 +117,7 @@ fn precheck(state: &AppState, request: &Request) -> Result<(), ApiError> {
 }
 
 /// Takes an in-flight slot (or sheds the request), then reads, verifies and publishes.
-async fn admit(state: &AppState, request: Request) -> Result<&'static str, ApiError> {
+async fn admit(state: &AppState, request: Request) -> Result<IngestOutcome, ApiError> {
     match state.in_flight.clone().try_acquire_owned() {
         Err(_) => Err(ApiError::Overloaded),
         Ok(_permit) => {
@@ -152,14 +150,14 @@ impl Drop for Gauged<'_> {
 }
 
 /// A success answer, `{"status": …}`: one static body per outcome, nothing built per request.
-struct Answer(&'static str);
+struct Answer(IngestOutcome);
 
 impl IntoResponse for Answer {
     fn into_response(self) -> axum::response::Response {
         let body = match self.0 {
-            "accepted" => r#"{"status":"accepted"}"#,
-            "ignored_type" => r#"{"status":"ignored_type"}"#,
-            other => return Json(json!({ "status": other })).into_response(),
+            IngestOutcome::Accepted => r#"{"status":"accepted"}"#,
+            IngestOutcome::IgnoredType => r#"{"status":"ignored_type"}"#,
+            other => return Json(json!({ "status": other.as_str() })).into_response(),
         };
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
@@ -169,14 +167,14 @@ impl IntoResponse for Answer {
 async fn handle(
     state: &AppState,
     webhook: Result<VerifiedWebhook, ApiError>,
-) -> Result<&'static str, ApiError> {
+) -> Result<IngestOutcome, ApiError> {
     let span = tracing::Span::current();
     let result = publish_verified(state, webhook, &span).await;
     let outcome = match &result {
         Ok(outcome) => *outcome,
         Err(e) => e.outcome(),
     };
-    span.record("outcome", outcome);
+    span.record("outcome", outcome.as_str());
     info!("webhook handled");
     result
 }
@@ -185,7 +183,7 @@ async fn publish_verified(
     state: &AppState,
     webhook: Result<VerifiedWebhook, ApiError>,
     span: &tracing::Span,
-) -> Result<&'static str, ApiError> {
+) -> Result<IngestOutcome, ApiError> {
     let webhook = webhook?;
     span.record("svix_id", webhook.id());
     // Only the event type and the entity ids are read: the body goes to Kafka as it came.
@@ -196,7 +194,7 @@ async fn publish_verified(
     span.record("event_type", routed.event_type.as_ref());
     let route = routed.route;
     let Some(topic) = state.topics.for_stream(route.stream) else {
-        return Ok("ignored_type");
+        return Ok(IngestOutcome::IgnoredType);
     };
     let started = Instant::now();
     let published = state
@@ -209,9 +207,9 @@ async fn publish_verified(
         .observe(started.elapsed().as_secs_f64());
     match published {
         Ok(_) => Ok(if route.key.is_some() {
-            "accepted"
+            IngestOutcome::Accepted
         } else {
-            "ignored_type"
+            IngestOutcome::IgnoredType
         }),
         Err(e) => {
             warn!(error = %error_chain(&e), "publish failed; answering 503 so Svix retries");

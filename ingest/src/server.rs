@@ -50,7 +50,7 @@ impl ServeLimits {
 
 /// Serves until `cancel` fires, lets in-flight requests finish, then flushes the producer.
 /// Broker readiness is refreshed in the background, so `/readyz` costs no broker round trip.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: AppState,
     cancel: CancellationToken,

@@ -220,13 +220,6 @@ impl IngestArgs {
         }
         Ok(secrets)
     }
-
-    pub fn publish_deadline(&self) -> Result<Duration> {
-        if self.publish_deadline_ms == 0 || self.publish_deadline_ms >= 15_000 {
-            bail!("PUBLISH_DEADLINE_MS: expected 1..15000 (Svix gives up on a request after 15 s), got {}", self.publish_deadline_ms);
-        }
-        Ok(Duration::from_millis(self.publish_deadline_ms))
-    }
 }
 
 /// `clerk-sync worker`.

@@ -141,7 +141,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         kafka: kafka.clone(),
         topics: topics.clone(),
     };
-    let state = super::ingest::build(&ingest_args).await?;
+    let ingest = super::ingest::build(&ingest_args)?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
         format!(
             "--listen: cannot listen on {} (choose another with --listen)",
@@ -149,7 +149,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
-    let ingest = tokio::spawn(clerk_sync_ingest::serve(listener, state, cancel.clone()));
+    let ingest = tokio::spawn(ingest.serve(listener, cancel.clone()));
 
     let worker_args = WorkerArgs {
         listen: "127.0.0.1:0".parse()?,

@@ -1,0 +1,132 @@
+//! Ingest built from one validated configuration, behind the [`Publish`] seam: the binary
+//! builds it with Kafka, tests with a fake, and both get the same router and answers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use clerk_sync_core::{Secret, Topics};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{router, AppState, Error, IngestMetrics, Publish, Publisher, Result, Verifier};
+
+/// Everything ingest needs. [`Ingest::build`] checks it; nothing is clamped silently.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Signing secrets (`whsec_…`), any of which may sign (rotation).
+    pub secrets: Vec<Secret>,
+    /// Accepted age of a signature's timestamp, either way.
+    pub tolerance: Duration,
+    pub brokers: String,
+    /// librdkafka properties for the producers (already filtered for them).
+    pub kafka_options: Vec<(String, String)>,
+    /// How long to wait for the broker's acknowledgement before answering 503.
+    pub publish_deadline: Duration,
+    pub topics: Topics,
+    pub body_limit: usize,
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl IngestConfig {
+    /// The first setting that cannot work, named.
+    pub fn validate(&self) -> Result<()> {
+        let refuse = |setting: &'static str, expected: &str| {
+            Err(Error::Setting {
+                setting,
+                expected: expected.to_owned(),
+            })
+        };
+        if self.max_in_flight == 0 {
+            return refuse("MAX_IN_FLIGHT", "at least 1");
+        }
+        if self.max_connections == 0 {
+            return refuse("MAX_CONNECTIONS", "at least 1");
+        }
+        if self.request_timeout.is_zero() {
+            return refuse("REQUEST_TIMEOUT_MS", "at least 1");
+        }
+        if self.body_limit == 0 {
+            return refuse("WEBHOOK_BODY_LIMIT", "at least 1 byte");
+        }
+        // Svix gives up on a request after 15 s.
+        if self.publish_deadline.is_zero() || self.publish_deadline >= Duration::from_secs(15) {
+            return refuse(
+                "PUBLISH_DEADLINE_MS",
+                "1..15000 (Svix gives up on a request after 15 s)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A built ingest: its state, ready to route or serve.
+#[derive(Clone)]
+pub struct Ingest {
+    state: AppState,
+}
+
+impl Ingest {
+    /// Ingest publishing to Kafka. Settings and secrets are checked before any Kafka client
+    /// exists, so a mistake is one line, not a broker's connection errors first.
+    pub fn build(config: IngestConfig) -> Result<Self> {
+        config.validate()?;
+        let verifier = Verifier::new(&config.secrets, config.tolerance)?;
+        let publisher = Publisher::new(
+            &config.brokers,
+            &config.kafka_options,
+            config.publish_deadline,
+        )?;
+        Self::assemble(config, verifier, Arc::new(publisher))
+    }
+
+    /// Ingest publishing through `publisher` (a fake, in tests).
+    pub fn with_publisher(config: IngestConfig, publisher: Arc<dyn Publish>) -> Result<Self> {
+        config.validate()?;
+        let verifier = Verifier::new(&config.secrets, config.tolerance)?;
+        Self::assemble(config, verifier, publisher)
+    }
+
+    fn assemble(
+        config: IngestConfig,
+        verifier: Verifier,
+        publisher: Arc<dyn Publish>,
+    ) -> Result<Self> {
+        Ok(Ingest {
+            state: AppState {
+                verifier: Arc::new(verifier),
+                publisher,
+                topics: Arc::new(config.topics),
+                body_limit: config.body_limit,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+                request_timeout: config.request_timeout,
+                max_connections: config.max_connections,
+                broker_ready: Arc::new(AtomicBool::new(false)),
+                metrics: IngestMetrics::new(prometheus::Registry::new()).map_err(Error::Metrics)?,
+            },
+        })
+    }
+
+    /// The routes, for serving or for driving in-process.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// What `/readyz` answers until the next background check ([`Ingest::serve`] runs it).
+    pub fn set_broker_ready(&self, ready: bool) {
+        self.state.broker_ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Serves until `cancel` fires, lets in-flight requests finish, then flushes the publisher.
+    /// Broker readiness is refreshed in the background meanwhile.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> std::io::Result<()> {
+        crate::serve(listener, self.state, cancel).await
+    }
+}

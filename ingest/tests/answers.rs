@@ -1,0 +1,418 @@
+//! Every answer ingest gives, in-process: the real router and verifier, a fake publisher in
+//! place of Kafka (no broker, no child process, milliseconds per test).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use bytes::Bytes;
+use clerk_sync_core::{Secret, Topics};
+use clerk_sync_ingest::{
+    BoxFuture, Error, Ingest, IngestConfig, Publish, Published, Result, VerifiedWebhook,
+};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// How the fake broker behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Broker {
+    Acks,
+    Fails,
+    /// Never answers (until the test releases it).
+    Hangs,
+}
+
+/// A publisher that keeps what it was given.
+struct Fake {
+    broker: Broker,
+    published: Mutex<Vec<(String, Option<String>, String)>>,
+    release: Notify,
+}
+
+impl Fake {
+    fn new(broker: Broker) -> Arc<Self> {
+        Arc::new(Fake {
+            broker,
+            published: Mutex::new(Vec::new()),
+            release: Notify::new(),
+        })
+    }
+
+    fn published(&self) -> Vec<(String, Option<String>, String)> {
+        self.published.lock().expect("lock").clone()
+    }
+}
+
+impl Publish for Fake {
+    fn publish<'a>(
+        &'a self,
+        webhook: &'a VerifiedWebhook,
+        _event_type: &'a str,
+        topic: &'a str,
+        key: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Published>> {
+        Box::pin(async move {
+            match self.broker {
+                Broker::Fails => return Err(Error::PublishTimeout(Duration::from_millis(1))),
+                Broker::Hangs => self.release.notified().await,
+                Broker::Acks => {}
+            }
+            self.published.lock().expect("lock").push((
+                topic.to_owned(),
+                key.map(str::to_owned),
+                webhook.id().to_owned(),
+            ));
+            Ok(Published {
+                partition: 0,
+                offset: 0,
+            })
+        })
+    }
+
+    fn is_reachable(&self, _timeout: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
+
+    fn flush(&self, _timeout: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn config() -> IngestConfig {
+    IngestConfig {
+        secrets: vec![SECRET.parse::<Secret>().expect("secret")],
+        tolerance: Duration::from_secs(300),
+        brokers: "unused:9092".to_owned(),
+        kafka_options: vec![],
+        publish_deadline: Duration::from_secs(5),
+        topics: Topics::default(),
+        body_limit: 4096,
+        max_in_flight: 8,
+        request_timeout: Duration::from_secs(5),
+        max_connections: 8,
+    }
+}
+
+fn ingest(config: IngestConfig, fake: &Arc<Fake>) -> Ingest {
+    Ingest::with_publisher(config, fake.clone()).expect("ingest builds")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn event(event_type: &str) -> Vec<u8> {
+    json!({"type": event_type, "object": "event", "timestamp": 1_754_560_800_000_i64,
+           "data": {"id": "user_1", "object": "user"}})
+    .to_string()
+    .into_bytes()
+}
+
+/// A delivery signed by the svix crate, as Svix signs it, `at` seconds.
+fn signed_at(id: &str, body: &[u8], at: u64) -> Request<Body> {
+    let signature = svix::webhooks::Webhook::new(SECRET)
+        .expect("secret")
+        .sign(id, at as i64, body)
+        .expect("sign");
+    Request::post("/webhooks/clerk")
+        .header("content-type", "application/json")
+        .header("svix-id", id)
+        .header("svix-timestamp", at.to_string())
+        .header("svix-signature", signature)
+        .body(Body::from(body.to_vec()))
+        .expect("request")
+}
+
+fn signed(id: &str, body: &[u8]) -> Request<Body> {
+    signed_at(id, body, now())
+}
+
+/// The status and the JSON body of one request through the router.
+async fn answer(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A value of the scrape: the first series that starts with `series `.
+async fn scraped(router: &Router, series: &str) -> u64 {
+    let request = Request::get("/metrics").body(Body::empty()).expect("req");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    let series = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Requests counted under `outcome`.
+async fn metric(router: &Router, outcome: &str) -> u64 {
+    scraped(
+        router,
+        &format!("clerk_sync_ingest_requests_total{{outcome=\"{outcome}\"}}"),
+    )
+    .await
+}
+
+async fn gauge(router: &Router, name: &str) -> u64 {
+    scraped(router, name).await
+}
+
+#[tokio::test]
+async fn a_signed_user_event_is_published_under_its_user_and_answered_200_accepted() {
+    let fake = Fake::new(Broker::Acks);
+    let router = ingest(config(), &fake).router();
+    let (status, body) = answer(&router, signed("msg_1", &event("user.created"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "accepted"}));
+    assert_eq!(
+        fake.published(),
+        [(
+            "clerk.users".to_owned(),
+            Some("user_1".to_owned()),
+            "msg_1".to_owned()
+        )]
+    );
+    assert_eq!(metric(&router, "accepted").await, 1);
+}
+
+#[tokio::test]
+async fn an_event_type_the_sync_does_not_mirror_is_answered_200_ignored_and_not_published() {
+    let fake = Fake::new(Broker::Acks);
+    let router = ingest(config(), &fake).router();
+    let (status, body) = answer(&router, signed("msg_1", &event("session.created"))).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "ignored_type"}))
+    );
+    assert!(fake.published().is_empty());
+    assert_eq!(metric(&router, "ignored_type").await, 1);
+}
+
+#[tokio::test]
+async fn unsigned_wrongly_signed_and_stale_deliveries_are_401_with_a_reason_and_never_published() {
+    let fake = Fake::new(Broker::Acks);
+    let router = ingest(config(), &fake).router();
+    let body = event("user.created");
+
+    let unsigned = Request::post("/webhooks/clerk")
+        .body(Body::from(body.clone()))
+        .expect("request");
+    let (status, reason) = answer(&router, unsigned).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reason["error"], "missing_signature");
+
+    let mut forged = signed("msg_2", &body);
+    *forged.body_mut() = Body::from(event("user.deleted"));
+    let (status, reason) = answer(&router, forged).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reason["error"], "invalid_signature");
+
+    let (status, reason) = answer(&router, signed_at("msg_3", &body, now() - 3600)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reason["error"], "stale_timestamp");
+
+    assert!(fake.published().is_empty());
+    assert_eq!(metric(&router, "bad_signature").await, 2);
+    assert_eq!(metric(&router, "stale").await, 1);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_whether_announced_or_streamed() {
+    let fake = Fake::new(Broker::Acks);
+    let router = ingest(config(), &fake).router();
+    let big = vec![b' '; 5000];
+    let (status, reason) = answer(&router, signed("msg_1", &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reason["error"], "payload_too_large");
+
+    let mut announced = signed("msg_2", &big);
+    announced
+        .headers_mut()
+        .insert("expect", "100-continue".parse().expect("header"));
+    let (status, _) = answer(&router, announced).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(metric(&router, "too_large").await, 2);
+}
+
+#[tokio::test]
+async fn a_signed_body_that_is_not_a_clerk_event_is_400_with_the_reason() {
+    let fake = Fake::new(Broker::Acks);
+    let router = ingest(config(), &fake).router();
+    let (status, reason) = answer(&router, signed("msg_1", b"[1, 2, 3]")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(reason["error"], "bad_payload");
+    assert!(reason["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("not a Clerk event envelope")));
+    assert!(fake.published().is_empty());
+}
+
+#[tokio::test]
+async fn a_broker_that_does_not_acknowledge_is_503_with_retry_after() {
+    let fake = Fake::new(Broker::Fails);
+    let router = ingest(config(), &fake).router();
+    let response = router
+        .clone()
+        .oneshot(signed("msg_1", &event("user.created")))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(metric(&router, "unavailable").await, 1);
+}
+
+#[tokio::test]
+async fn requests_beyond_max_in_flight_are_503_overloaded_at_once_and_the_held_one_completes() {
+    let fake = Fake::new(Broker::Hangs);
+    let router = ingest(
+        IngestConfig {
+            max_in_flight: 1,
+            ..config()
+        },
+        &fake,
+    )
+    .router();
+    let held = tokio::spawn({
+        let router = router.clone();
+        async move { answer(&router, signed("msg_1", &event("user.created"))).await }
+    });
+    // The first request holds the only slot while it waits on the broker.
+    while gauge(&router, "clerk_sync_ingest_in_flight_requests").await == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, reason) = answer(&router, signed("msg_2", &event("user.created"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reason["error"], "overloaded");
+    assert_eq!(metric(&router, "overloaded").await, 1);
+    fake.release.notify_one();
+    let (status, _) = held.await.expect("joined");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        fake.published().len(),
+        1,
+        "only the held request was published"
+    );
+}
+
+/// A body that sends nothing and never ends: a slow client.
+struct Stalled;
+
+impl axum::body::HttpBody for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408_within_the_request_timeout() {
+    let fake = Fake::new(Broker::Acks);
+    let router = ingest(
+        IngestConfig {
+            request_timeout: Duration::from_millis(200),
+            ..config()
+        },
+        &fake,
+    )
+    .router();
+    let mut request = signed("msg_1", &event("user.created"));
+    *request.body_mut() = Body::new(Stalled);
+    let (status, reason) = tokio::time::timeout(Duration::from_secs(5), answer(&router, request))
+        .await
+        .expect("answered within the timeout");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reason["error"], "request_timeout");
+    assert_eq!(metric(&router, "timeout").await, 1);
+}
+
+#[tokio::test]
+async fn readyz_follows_the_brokers_last_check_and_other_paths_answer_json() {
+    let fake = Fake::new(Broker::Acks);
+    let ingest = ingest(config(), &fake);
+    let router = ingest.router();
+    let get = |path: &str| Request::get(path).body(Body::empty()).expect("req");
+    let (status, body) = answer(&router, get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["ready"], false);
+    ingest.set_broker_ready(true);
+    let (status, body) = answer(&router, get("/readyz")).await;
+    assert_eq!((status, &body["ready"]), (StatusCode::OK, &json!(true)));
+    assert_eq!(answer(&router, get("/healthz")).await.0, StatusCode::OK);
+    let (status, body) = answer(&router, get("/nowhere")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::NOT_FOUND, &json!("not_found"))
+    );
+    let (status, body) = answer(&router, get("/webhooks/clerk")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::METHOD_NOT_ALLOWED, &json!("method_not_allowed"))
+    );
+}
+
+#[test]
+fn a_setting_that_cannot_work_is_refused_naming_it() {
+    let fake = Fake::new(Broker::Acks);
+    for (config, setting) in [
+        (
+            IngestConfig {
+                max_in_flight: 0,
+                ..config()
+            },
+            "MAX_IN_FLIGHT",
+        ),
+        (
+            IngestConfig {
+                request_timeout: Duration::ZERO,
+                ..config()
+            },
+            "REQUEST_TIMEOUT_MS",
+        ),
+        (
+            IngestConfig {
+                publish_deadline: Duration::from_secs(15),
+                ..config()
+            },
+            "PUBLISH_DEADLINE_MS",
+        ),
+    ] {
+        let error = Ingest::with_publisher(config, fake.clone())
+            .err()
+            .expect("refused");
+        assert!(error.to_string().starts_with(setting), "{error}");
+    }
+}
