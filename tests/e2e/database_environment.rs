@@ -186,7 +186,7 @@ async fn a_value_postgres_rejects_with_a_data_error_dead_letters_exactly_that_re
         apply_records(&db.pool, &batch, &health, &CancellationToken::new()).await?;
     assert_eq!(poison.len(), 1);
     assert_eq!(batch[poison[0].index].offset, 17);
-    assert_eq!(poison[0].failure.kind, "database_rejected");
+    assert_eq!(poison[0].failure.kind.as_str(), "database_rejected");
     assert!(
         poison[0].failure.message.contains("22001"),
         "{}",
@@ -266,6 +266,8 @@ async fn several_deliveries_of_one_bad_event_are_the_records_fault_and_dead_lett
         3,
         "each delivery dead-lettered, none retried forever"
     );
-    assert!(poison.iter().all(|p| p.failure.kind == "database_rejected"));
+    assert!(poison
+        .iter()
+        .all(|p| p.failure.kind.as_str() == "database_rejected"));
     Ok(())
 }

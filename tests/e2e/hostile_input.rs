@@ -88,7 +88,7 @@ async fn public_metadata_of_any_depth_postgres_takes_is_stored_and_deeper_dead_l
     assert_eq!(report.applied, 2);
     assert_eq!(poison.len(), 1);
     assert_eq!(batch[poison[0].index].offset, 1);
-    assert_eq!(poison[0].failure.kind, "database_rejected");
+    assert_eq!(poison[0].failure.kind.as_str(), "database_rejected");
     let depth: i64 = sqlx::query_scalar(
         "SELECT (length(public_metadata::text) - length(replace(public_metadata::text, '[', '')))::int8 FROM users WHERE clerk_id = 'user_deep'",
     )

@@ -50,7 +50,7 @@ async fn a_batch_the_database_rejects_sets_aside_only_the_records_it_rejects_and
     assert_eq!(set_aside, bad, "exactly the rejected records, in order");
     assert!(poison
         .iter()
-        .all(|p| p.failure.kind == "database_rejected" && p.failure.attempts == 2));
+        .all(|p| p.failure.kind.as_str() == "database_rejected" && p.failure.attempts == 2));
     assert!(
         transactions <= 60,
         "halves, not one transaction per record: {transactions} transactions for 200 records"

@@ -10,7 +10,7 @@ use tracing::warn;
 
 use crate::apply::{apply_all, apply_all_in_spans, Outcome};
 use crate::dead_letter::{now_ms, Failure};
-use crate::{Error, Health, Record, Result};
+use crate::{Error, EventOutcome, Health, Record, Result};
 
 /// What one batch did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct BatchReport {
     /// Records that can never be applied; each went to the dead-letter topic.
     pub dead_lettered: usize,
     /// Outcome counts by (topic, outcome), for metrics.
-    pub by_topic: std::collections::BTreeMap<(String, &'static str), u64>,
+    pub by_topic: std::collections::BTreeMap<(String, EventOutcome), u64>,
     /// Clerk timestamp (ms) of the newest event applied.
     pub newest_event_ms: Option<i64>,
 }
@@ -83,7 +83,7 @@ pub async fn apply_records(
         let index = indexes[i];
         let record = &records[index];
         warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
-              event_id = %all[i].0.id, error_kind = e.kind(), error = %error_chain(&e),
+              event_id = %all[i].0.id, error_kind = e.kind().as_str(), error = %error_chain(&e),
               "the database rejects this record");
         poison.push(Poison {
             index,
@@ -94,7 +94,7 @@ pub async fn apply_records(
     for p in &poison {
         *report
             .by_topic
-            .entry((records[p.index].topic.clone(), "dead_lettered"))
+            .entry((records[p.index].topic.clone(), EventOutcome::DeadLettered))
             .or_default() += 1;
     }
     poison.sort_by_key(|p| p.index);
@@ -135,7 +135,7 @@ async fn apply_or_isolate(
         Err(e) if e.is_retryable() || matches!(e, Error::Cancelled) => return Err(e),
         Err(e) => e,
     };
-    warn!(error_kind = first.kind(), error = %error_chain(&first), "batch rejected; splitting it to find the records the database rejects");
+    warn!(error_kind = first.kind().as_str(), error = %error_chain(&first), "batch rejected; splitting it to find the records the database rejects");
     let mut applied = Vec::with_capacity(all.len());
     let mut rejected = Vec::new();
     let mut pending = Vec::from(halves(0..all.len()));
@@ -182,7 +182,7 @@ async fn apply_or_isolate(
 /// Logs a record that cannot be decoded, with where it is in the log.
 pub(crate) fn warn_undecodable(record: &Record, e: &Error) {
     warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
-          error_kind = e.kind(), error = %error_chain(e), "undecodable record");
+          error_kind = e.kind().as_str(), error = %error_chain(e), "undecodable record");
 }
 
 /// A range split in two, the first half last (it is popped first: records keep their order).
@@ -228,7 +228,7 @@ fn count(report: &mut BatchReport, topic: &str, meta: &EventMeta, outcome: Outco
     }
     *report
         .by_topic
-        .entry((topic.to_owned(), outcome.as_str()))
+        .entry((topic.to_owned(), EventOutcome::from(outcome)))
         .or_default() += 1;
     if outcome != Outcome::Ignored {
         let at = meta.timestamp.get();
@@ -269,8 +269,8 @@ where
         .adjust(|e: &Error, delay| delay.map(|d| retry_delay(e.is_conflict(), d)))
         .notify(|e: &Error, delay| {
             health.set_retrying_because(Some(format!("{}: {}", e.kind(), error_chain(e))));
-            health.metrics.retries.with_label_values(&[e.kind()]).inc();
-            warn!(error_kind = e.kind(), error = %error_chain(e), ?delay, "transient failure; retrying");
+            health.metrics.retries.with_label_values(&[e.kind().as_str()]).inc();
+            warn!(error_kind = e.kind().as_str(), error = %error_chain(e), ?delay, "transient failure; retrying");
         });
     let result = tokio::select! {
         result = retried => result,

@@ -318,7 +318,7 @@ impl Worker {
                 topic = message.topic(),
                 partition = message.partition(),
                 offset = message.offset(),
-                error_kind = p.failure.kind,
+                error_kind = p.failure.kind.as_str(),
                 dlq = self.dead_letters.topic(),
                 "record dead-lettered"
             );
@@ -328,13 +328,13 @@ impl Worker {
         for ((topic, outcome), n) in &report.by_topic {
             metrics
                 .events
-                .with_label_values(&[topic.as_str(), outcome])
+                .with_label_values(&[topic.as_str(), outcome.as_str()])
                 .inc_by(*n);
         }
         for p in &poison {
             metrics
                 .dead_letters
-                .with_label_values(&[p.failure.kind])
+                .with_label_values(&[p.failure.kind.as_str()])
                 .inc();
         }
         metrics.batch_size.observe(batch.len() as f64);

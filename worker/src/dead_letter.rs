@@ -9,7 +9,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Context headers added to every dead letter (the original headers are kept as they were).
 pub mod header {
@@ -43,7 +43,7 @@ pub mod header {
 /// Why a record is being dead-lettered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     /// The error with its causes; never personal data (error texts name fields, not values).
     pub message: String,
     pub attempts: u32,
@@ -109,7 +109,7 @@ impl DeadLetters {
             (header::ORIGINAL_TOPIC, message.topic().to_owned()),
             (header::ORIGINAL_PARTITION, message.partition().to_string()),
             (header::ORIGINAL_OFFSET, message.offset().to_string()),
-            (header::ERROR_KIND, failure.kind.to_owned()),
+            (header::ERROR_KIND, failure.kind.as_str().to_owned()),
             (header::ERROR_MESSAGE, failure.message.clone()),
             (header::ATTEMPTS, failure.attempts.to_string()),
             (

@@ -116,20 +116,25 @@ impl Error {
     }
 
     /// A short, stable label for metrics, logs and dead letters.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Database(e) => match DatabaseFault::of(e) {
-                DatabaseFault::Conflict => "database_conflict",
-                DatabaseFault::Unavailable => "database_unavailable",
-                DatabaseFault::Environment => "database_environment",
-                DatabaseFault::Record => "database_rejected",
+                DatabaseFault::Conflict => ErrorKind::DatabaseConflict,
+                DatabaseFault::Unavailable => ErrorKind::DatabaseUnavailable,
+                DatabaseFault::Environment => ErrorKind::DatabaseEnvironment,
+                DatabaseFault::Record => ErrorKind::DatabaseRejected,
             },
-            Error::EveryRecordRejected { .. } => "database_environment",
-            Error::Migrate(_) => "migration",
-            Error::Kafka(_) => "kafka",
-            Error::Decode(e) => e.kind(),
-            Error::EmptyRecord => "empty_record",
-            Error::Cancelled => "cancelled",
+            Error::EveryRecordRejected { .. } => ErrorKind::DatabaseEnvironment,
+            Error::Migrate(_) => ErrorKind::Migration,
+            Error::Kafka(_) => ErrorKind::Kafka,
+            Error::Decode(e) => match e {
+                clerk_sync_core::Error::NotAnEnvelope(_) => ErrorKind::NotAnEnvelope,
+                clerk_sync_core::Error::InvalidData { .. } => ErrorKind::InvalidData,
+                clerk_sync_core::Error::EmptyId { .. } => ErrorKind::EmptyId,
+                clerk_sync_core::Error::MissingField { .. } => ErrorKind::MissingField,
+            },
+            Error::EmptyRecord => ErrorKind::EmptyRecord,
+            Error::Cancelled => ErrorKind::Cancelled,
         }
     }
 }
@@ -144,21 +149,62 @@ fn sqlstate_suffix(e: &sqlx::Error) -> String {
     }
 }
 
-/// Every value [`Error::kind`] can take: the bounded `error_kind` metric label.
-pub const ERROR_KINDS: &[&str] = &[
-    "database_conflict",
-    "database_unavailable",
-    "database_environment",
-    "database_rejected",
-    "migration",
-    "kafka",
-    "empty_record",
-    "cancelled",
-    "not_an_envelope",
-    "invalid_data",
-    "empty_id",
-    "missing_field",
-];
+/// What an error is, in a word: the bounded `error_kind` label of metrics, logs and dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    DatabaseConflict,
+    DatabaseUnavailable,
+    DatabaseEnvironment,
+    DatabaseRejected,
+    Migration,
+    Kafka,
+    EmptyRecord,
+    Cancelled,
+    NotAnEnvelope,
+    InvalidData,
+    EmptyId,
+    MissingField,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::DatabaseConflict,
+        ErrorKind::DatabaseUnavailable,
+        ErrorKind::DatabaseEnvironment,
+        ErrorKind::DatabaseRejected,
+        ErrorKind::Migration,
+        ErrorKind::Kafka,
+        ErrorKind::EmptyRecord,
+        ErrorKind::Cancelled,
+        ErrorKind::NotAnEnvelope,
+        ErrorKind::InvalidData,
+        ErrorKind::EmptyId,
+        ErrorKind::MissingField,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::DatabaseConflict => "database_conflict",
+            ErrorKind::DatabaseUnavailable => "database_unavailable",
+            ErrorKind::DatabaseEnvironment => "database_environment",
+            ErrorKind::DatabaseRejected => "database_rejected",
+            ErrorKind::Migration => "migration",
+            ErrorKind::Kafka => "kafka",
+            ErrorKind::EmptyRecord => "empty_record",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::NotAnEnvelope => "not_an_envelope",
+            ErrorKind::InvalidData => "invalid_data",
+            ErrorKind::EmptyId => "empty_id",
+            ErrorKind::MissingField => "missing_field",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {

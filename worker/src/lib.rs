@@ -1,7 +1,9 @@
 //! The worker: consumes Clerk events from Kafka and applies them to Postgres.
 //!
 //! Offsets are stored only after the database transaction that applied their records has
-//! committed, so a crash re-applies at most one batch; version-guarded upserts make that harmless.
+//! committed (or after their dead letter is written), and librdkafka commits stored offsets
+//! every second: a crash re-applies what was applied in the last second or so (several batches
+//! under load), never skips anything; version-guarded upserts make re-applying harmless.
 
 pub mod apply;
 mod batch;
@@ -22,7 +24,7 @@ pub use batch::{apply_records, error_chain, BatchReport, Poison};
 pub use config::WorkerConfig;
 pub use consumer::Worker;
 pub use decode::{decode_record, Record};
-pub use error::{Error, Result, ERROR_KINDS};
+pub use error::{Error, ErrorKind, Result};
 pub use health::{health_router, Health};
-pub use metrics::{WorkerMetrics, EVENT_OUTCOMES};
+pub use metrics::{EventOutcome, WorkerMetrics};
 pub use migrate::{migrate, schema_missing, wait_for_schema, MIGRATOR};

@@ -3,7 +3,9 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::apply::Outcome;
 use crate::lag::PartitionLag;
+use crate::ErrorKind;
 
 /// The worker's metrics, registered in a registry the caller owns (no global state).
 #[derive(Clone)]
@@ -20,8 +22,47 @@ pub struct WorkerMetrics {
     pub freshness: Gauge,
 }
 
-/// The bounded values of the `outcome` label of `clerk_sync_worker_events_total`.
-pub const EVENT_OUTCOMES: &[&str] = &["applied", "stale", "duplicate", "ignored", "dead_lettered"];
+/// What became of a consumed event: the bounded `outcome` label of
+/// `clerk_sync_worker_events_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventOutcome {
+    Applied,
+    Stale,
+    Duplicate,
+    Ignored,
+    DeadLettered,
+}
+
+impl EventOutcome {
+    pub const ALL: [EventOutcome; 5] = [
+        EventOutcome::Applied,
+        EventOutcome::Stale,
+        EventOutcome::Duplicate,
+        EventOutcome::Ignored,
+        EventOutcome::DeadLettered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Applied => "applied",
+            EventOutcome::Stale => "stale",
+            EventOutcome::Duplicate => "duplicate",
+            EventOutcome::Ignored => "ignored",
+            EventOutcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+impl From<Outcome> for EventOutcome {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Applied => EventOutcome::Applied,
+            Outcome::Stale => EventOutcome::Stale,
+            Outcome::Duplicate => EventOutcome::Duplicate,
+            Outcome::Ignored => EventOutcome::Ignored,
+        }
+    }
+}
 
 const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -98,13 +139,13 @@ impl WorkerMetrics {
         registry.register(Box::new(lag_offsets.clone()))?;
         registry.register(Box::new(lag_seconds.clone()))?;
         registry.register(Box::new(freshness.clone()))?;
-        for kind in crate::ERROR_KINDS {
-            retries.with_label_values(&[kind]);
-            dead_letters.with_label_values(&[kind]);
+        for kind in ErrorKind::ALL {
+            retries.with_label_values(&[kind.as_str()]);
+            dead_letters.with_label_values(&[kind.as_str()]);
         }
         for topic in topics {
-            for outcome in EVENT_OUTCOMES {
-                events.with_label_values(&[topic.as_str(), outcome]);
+            for outcome in EventOutcome::ALL {
+                events.with_label_values(&[topic.as_str(), outcome.as_str()]);
             }
         }
         Ok(WorkerMetrics {

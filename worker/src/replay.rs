@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply_events_dry_run, Outcome};
 use crate::batch::{apply_records, warn_undecodable};
-use crate::{decode_record, Error, Health, Record, Result};
+use crate::{decode_record, Error, EventOutcome, Health, Record, Result};
 
 /// Where a replay starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,11 +245,11 @@ pub async fn replay(
                 summary.rejected += poison.len() as u64;
                 for ((_, outcome), n) in report.by_topic {
                     match outcome {
-                        "applied" => summary.applied += n,
-                        "stale" => summary.stale += n,
-                        "duplicate" => summary.duplicate += n,
-                        "ignored" => summary.ignored += n,
-                        _ => {}
+                        EventOutcome::Applied => summary.applied += n,
+                        EventOutcome::Stale => summary.stale += n,
+                        EventOutcome::Duplicate => summary.duplicate += n,
+                        EventOutcome::Ignored => summary.ignored += n,
+                        EventOutcome::DeadLettered => {}
                     }
                 }
             }
