@@ -4,30 +4,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clerk_sync_kafka::Role;
 use clerk_sync_worker::dead_letter::{header, DeadLetter};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn client_config(brokers: &str, options: &[(String, String)], group: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    clerk_sync_worker::kafka_options::apply(
-        &mut config,
-        options,
-        clerk_sync_worker::kafka_options::Client::OutsideGroup,
-    );
-    config
-}
 
 /// Reads `topic` up to the end offsets seen when it starts: from each partition's beginning, or
 /// from `group`'s committed position when `from_committed` is set.
@@ -96,7 +82,7 @@ pub fn read_to_end(
 }
 
 pub fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<BaseConsumer> {
-    client_config(brokers, options, group)
+    clerk_sync_kafka::config(Role::Reader { group }, brokers, options)
         .create()
         .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka consumer")
 }
@@ -155,18 +141,9 @@ pub fn commit_past(consumer: &BaseConsumer, topic: &str, letter: &DeadLetter) ->
     Ok(())
 }
 
+/// The producer of the one-shot tools (redrive, backfill).
 pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FutureProducer> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all");
-    clerk_sync_worker::kafka_options::apply(
-        &mut config,
-        options,
-        clerk_sync_worker::kafka_options::Client::Producer,
-    );
-    config
+    clerk_sync_kafka::config(Role::Tool, brokers, options)
         .create()
         .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 /// The dead-letter topic keeps its records 30 days by default: an operator has time to find,
@@ -75,16 +74,10 @@ pub async fn create(
     options: &[(String, String)],
     specs: &[TopicSpec],
 ) -> Result<()> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    clerk_sync_worker::kafka_options::apply(
-        &mut config,
-        options,
-        clerk_sync_worker::kafka_options::Client::Producer,
-    );
-    let admin: AdminClient<DefaultClientContext> = config
-        .create()
-        .context("KAFKA_BROKERS: cannot create a Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        clerk_sync_kafka::config(clerk_sync_kafka::Role::Admin, brokers, options)
+            .create()
+            .context("KAFKA_BROKERS: cannot create a Kafka admin client")?;
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|spec| {

@@ -1,19 +1,19 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tracing::instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use clerk_sync_core::record_header;
+use clerk_sync_kafka::{Replaceable, Role};
 
-use crate::{error_chain, Error, Result, VerifiedWebhook};
+use crate::{Error, Result, VerifiedWebhook};
 
 /// Where the broker wrote a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,69 +77,10 @@ const EAGER_BELOW: usize = 4;
 /// make the order irrelevant, as they do for Svix's own retries.
 #[derive(Clone)]
 pub struct Publisher {
-    eager: Arc<Lane>,
-    batching: Arc<Lane>,
+    eager: Arc<Replaceable>,
+    batching: Arc<Replaceable>,
     in_flight: Arc<AtomicUsize>,
     deadline: Duration,
-}
-
-/// One producer, and the configuration to replace it with.
-struct Lane {
-    producer: RwLock<FutureProducer>,
-    config: ClientConfig,
-}
-
-impl Lane {
-    fn new(config: ClientConfig) -> Result<Self> {
-        Ok(Lane {
-            producer: RwLock::new(config.create().map_err(Error::Kafka)?),
-            config,
-        })
-    }
-
-    fn producer(&self) -> FutureProducer {
-        match self.producer.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// An idempotent producer whose identity the broker no longer accepts (a fatal error, or
-    /// fenced after its epoch bump was refused) refuses every later record: replace it, so ingest
-    /// recovers by itself. The worst a new identity causes is a duplicate, which the worker absorbs.
-    fn replace_if_unusable(&self, error: &Error) {
-        use rdkafka::error::KafkaError;
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let producer = self.producer();
-        let fenced = matches!(
-            error,
-            Error::Kafka(KafkaError::MessageProduction(
-                Code::ProducerFenced
-                    | Code::InvalidProducerEpoch
-                    | Code::UnknownProducerId
-                    | Code::OutOfOrderSequenceNumber
-            ))
-        );
-        let fatal = producer.client().fatal_error();
-        if !fenced && fatal.is_none() {
-            return;
-        }
-        tracing::error!(
-            ?fatal,
-            fenced,
-            "the Kafka producer is no longer usable; creating a new one"
-        );
-        match self.config.create::<FutureProducer>() {
-            Ok(fresh) => {
-                if let Ok(mut slot) = self.producer.write() {
-                    *slot = fresh;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %error_chain(&e), "could not create a new Kafka producer")
-            }
-        }
-    }
 }
 
 /// Counts a record in flight until dropped (also when the request is cancelled).
@@ -153,12 +94,12 @@ impl Drop for InFlight {
 
 impl Publisher {
     pub fn new(brokers: &str, options: &[(String, String)], deadline: Duration) -> Result<Self> {
-        let batching = producer_config(brokers, options, deadline);
+        let batching = clerk_sync_kafka::config(Role::Ingest { deadline }, brokers, options);
         let mut eager = batching.clone();
         eager.set("linger.ms", "0");
         Ok(Publisher {
-            eager: Arc::new(Lane::new(eager)?),
-            batching: Arc::new(Lane::new(batching)?),
+            eager: Arc::new(Replaceable::new(eager, "ingest").map_err(Error::Kafka)?),
+            batching: Arc::new(Replaceable::new(batching, "ingest").map_err(Error::Kafka)?),
             in_flight: Arc::new(AtomicUsize::new(0)),
             deadline,
         })
@@ -224,7 +165,10 @@ impl Publisher {
             }),
         };
         if let Err(e) = &result {
-            lane.replace_if_unusable(e);
+            lane.replace_if_unusable(match e {
+                Error::Kafka(e) => Some(e),
+                _ => None,
+            });
         }
         result
     }
@@ -259,24 +203,4 @@ impl Publisher {
     pub fn deadline(&self) -> Duration {
         self.deadline
     }
-}
-
-fn producer_config(
-    brokers: &str,
-    options: &[(String, String)],
-    deadline: Duration,
-) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        // librdkafka gives up when we do, so a 503 is rarely followed by a late write (which
-        // would only be a duplicate the worker absorbs).
-        .set("message.timeout.ms", deadline.as_millis().to_string())
-        .set("linger.ms", "5");
-    for (key, value) in options {
-        config.set(key, value);
-    }
-    config
 }

@@ -36,7 +36,7 @@ impl std::fmt::Debug for KafkaArgs {
             .field("brokers", &self.brokers)
             .field(
                 "extra_options",
-                &clerk_sync_worker::kafka_options::Redacted(&self.extra_options),
+                &clerk_sync_kafka::options::Redacted(&self.extra_options),
             )
             .field("sasl_username", &self.sasl_username)
             .field("sasl_password", &self.sasl_password)
@@ -70,7 +70,7 @@ impl KafkaArgs {
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => {
-            clerk_sync_worker::kafka_options::refuse_guarantee_breaker(k)?;
+            clerk_sync_kafka::options::refuse_guarantee_breaker(k)?;
             Ok((k.trim().to_owned(), v.trim().to_owned()))
         }
         // The text may be a secret's value: name the key's shape, not the text.

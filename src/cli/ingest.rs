@@ -2,7 +2,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clerk_sync_ingest::{Error, Ingest, IngestConfig};
-use clerk_sync_worker::kafka_options::{for_client, Client};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +13,7 @@ pub fn config(args: &IngestArgs) -> Result<IngestConfig> {
         secrets: args.secrets()?,
         tolerance: Duration::from_secs(args.webhook_tolerance_secs),
         brokers: args.kafka.brokers.clone(),
-        kafka_options: for_client(&args.kafka.options(), Client::Producer),
+        kafka_options: args.kafka.options(),
         publish_deadline: Duration::from_millis(args.publish_deadline_ms),
         topics: args.topics.topics(),
         body_limit: args.webhook_body_limit,

@@ -72,18 +72,31 @@ fn the_docker_build_context_leaves_out_build_output_and_history_but_keeps_every_
     // binary embeds, the tests and benchmarks Cargo.toml declares.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut needed = Vec::new();
-    for dir in [
+    // Every workspace member, as Cargo.toml lists them.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let members: Vec<String> = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("members = ["))
+        .expect("workspace members")
+        .trim_end_matches(']')
+        .split(',')
+        .map(|m| m.trim().trim_matches('"').to_owned())
+        .collect();
+    assert!(members.len() >= 4, "{members:?}");
+    let fixed = [
         "Cargo.toml",
         "Cargo.lock",
         "src",
-        "core",
-        "ingest",
-        "worker",
         "migrations",
         "tests",
         "benches",
         "deploy/Dockerfile",
-    ] {
+    ];
+    for dir in fixed
+        .iter()
+        .copied()
+        .chain(members.iter().map(String::as_str))
+    {
         files(root, dir, &mut needed);
     }
     assert!(needed.len() > 50, "found only {needed:?}");

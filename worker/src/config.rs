@@ -37,7 +37,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("dlq_topic", &self.dlq_topic)
             .field(
                 "kafka_options",
-                &crate::kafka_options::Redacted(&self.kafka_options),
+                &clerk_sync_kafka::options::Redacted(&self.kafka_options),
             )
             .field("lag_interval", &self.lag_interval)
             .field("worker_id", &self.worker_id)

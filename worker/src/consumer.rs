@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
+use clerk_sync_kafka::Role;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -33,33 +33,14 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(config: WorkerConfig, pool: PgPool, health: Health) -> Result<Self> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.brokers)
-            .set("group.id", &config.group_id)
-            .set("client.id", &config.worker_id)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            // Offsets are stored by hand, only after the database commit or the dead-letter write.
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // Prefetch a few batches, not librdkafka's default 64 MiB: a backlog then costs
-            // bounded memory (BENCHMARKS.md) and applying, not fetching, sets the pace anyway.
-            .set("queued.max.messages.kbytes", "16384")
-            // A fetch answers at once when records are there; when none are, a broker holds it
-            // at most this long. Apache Kafka answers a held fetch as soon as a record arrives,
-            // so this only sets how often an idle consumer asks (10 times a second, not
-            // librdkafka's twice); brokers that hold it to the end (tansu does) deliver a new
-            // record up to this late (BENCHMARKS.md, freshness).
-            .set("fetch.wait.max.ms", "100")
-            .set(
-                "session.timeout.ms",
-                config.session_timeout.as_millis().to_string(),
-            );
-        crate::kafka_options::apply(
-            &mut client,
+        let client = clerk_sync_kafka::config(
+            Role::Worker {
+                group: &config.group_id,
+                client_id: &config.worker_id,
+                session_timeout: config.session_timeout,
+            },
+            &config.brokers,
             &config.kafka_options,
-            crate::kafka_options::Client::GroupMember,
         );
         let consumer: StreamConsumer = client.create().map_err(Error::Kafka)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -70,7 +51,7 @@ impl Worker {
             &config.dlq_topic,
             &config.worker_id,
         )?;
-        let long_batch = crate::kafka_options::max_poll_interval(&config.kafka_options) / 3;
+        let long_batch = clerk_sync_kafka::options::max_poll_interval(&config.kafka_options) / 3;
         Ok(Worker {
             consumer,
             dead_letters,

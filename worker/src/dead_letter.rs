@@ -1,12 +1,11 @@
 //! The dead-letter topic: records that can never be applied, with the context an operator needs.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
+use clerk_sync_kafka::{Replaceable, Role};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
 use crate::{Error, ErrorKind, Result};
@@ -60,9 +59,7 @@ pub fn now_ms() -> i64 {
 /// Publishes dead letters and waits for the broker's acknowledgement.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: Arc<RwLock<FutureProducer>>,
-    /// To replace the producer with when the broker no longer accepts its identity.
-    config: ClientConfig,
+    producer: Arc<Replaceable>,
     topic: String,
     worker_id: String,
 }
@@ -74,16 +71,9 @@ impl DeadLetters {
         topic: &str,
         worker_id: &str,
     ) -> Result<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "10000");
-        crate::kafka_options::apply(&mut config, options, crate::kafka_options::Client::Producer);
+        let config = clerk_sync_kafka::config(Role::DeadLetters, brokers, options);
         Ok(DeadLetters {
-            producer: Arc::new(RwLock::new(config.create().map_err(Error::Kafka)?)),
-            config,
+            producer: Arc::new(Replaceable::new(config, "dead-letter").map_err(Error::Kafka)?),
             topic: topic.to_owned(),
             worker_id: worker_id.to_owned(),
         })
@@ -132,59 +122,17 @@ impl DeadLetters {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        let producer = self.producer();
-        let result = producer
+        let result = self
+            .producer
+            .producer()
             .send(record, Timeout::After(Duration::from_secs(10)))
             .await
             .map(|_| ())
             .map_err(|(e, _)| e);
         if let Err(e) = &result {
-            self.replace_if_unusable(&producer, e);
+            self.producer.replace_if_unusable(Some(e));
         }
         result.map_err(Error::Kafka)
-    }
-
-    fn producer(&self) -> FutureProducer {
-        match self.producer.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// An idempotent producer whose identity the broker no longer accepts (a fatal error, or
-    /// fenced) refuses every later record, and the write is retried without end: replace it, as
-    /// ingest does, so the worker recovers by itself. A new identity costs at most a duplicate
-    /// dead letter, which redrive absorbs.
-    fn replace_if_unusable(&self, producer: &FutureProducer, error: &KafkaError) {
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let fenced = matches!(
-            error,
-            KafkaError::MessageProduction(
-                Code::ProducerFenced
-                    | Code::InvalidProducerEpoch
-                    | Code::UnknownProducerId
-                    | Code::OutOfOrderSequenceNumber
-            )
-        );
-        let fatal = producer.client().fatal_error();
-        if !fenced && fatal.is_none() {
-            return;
-        }
-        tracing::error!(
-            ?fatal,
-            fenced,
-            "the dead-letter producer is no longer usable; creating a new one"
-        );
-        match self.config.create::<FutureProducer>() {
-            Ok(fresh) => {
-                if let Ok(mut slot) = self.producer.write() {
-                    *slot = fresh;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %crate::error_chain(&e), "could not create a new dead-letter producer")
-            }
-        }
     }
 }
 

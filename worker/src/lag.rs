@@ -3,8 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use clerk_sync_kafka::Role;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{Error, Result};
 
@@ -24,22 +25,7 @@ pub struct PartitionLag {
 }
 
 fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<BaseConsumer> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // The probe reads one record per partition. librdkafka would otherwise prefetch up to
-        // 64 MiB behind it on every refresh: memory that grew with the backlog (BENCHMARKS.md).
-        .set("queued.min.messages", "1")
-        .set("queued.max.messages.kbytes", "1024")
-        .set("fetch.message.max.bytes", "65536");
-    crate::kafka_options::apply(
-        &mut config,
-        options,
-        crate::kafka_options::Client::OutsideGroup,
-    );
+    let config = clerk_sync_kafka::config(Role::LagProbe { group }, brokers, options);
     config.create().map_err(Error::Kafka)
 }
 

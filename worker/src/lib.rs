@@ -13,7 +13,6 @@ pub mod dead_letter;
 mod decode;
 mod error;
 mod health;
-pub mod kafka_options;
 pub mod lag;
 mod metrics;
 mod migrate;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
+use clerk_sync_kafka::Role;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -66,17 +66,12 @@ struct Range {
 type Ranges = BTreeMap<(String, i32), Range>;
 
 fn consumer(config: &ReplayConfig) -> Result<StreamConsumer> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
-    crate::kafka_options::apply(
-        &mut client,
+    let client = clerk_sync_kafka::config(
+        Role::Reader {
+            group: &config.group,
+        },
+        &config.brokers,
         &config.options,
-        crate::kafka_options::Client::OutsideGroup,
     );
     client.create().map_err(Error::Kafka)
 }

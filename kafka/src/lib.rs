@@ -1,0 +1,10 @@
+//! Every Kafka client clerk-sync makes, built in one place: [`config`] gives each role its
+//! settings and the `KAFKA_OPTIONS` properties it reads ([`options`]), and [`Replaceable`]
+//! is an idempotent producer that replaces itself once the broker no longer accepts it.
+
+mod clients;
+pub mod options;
+mod replaceable;
+
+pub use clients::{config, Role};
+pub use replaceable::Replaceable;
