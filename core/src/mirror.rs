@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::reduce::Reduced;
 use crate::{
     ClerkEvent, EventId, EventMeta, JsonText, Membership, MembershipId, Millis, OrgId,
     Organization, User, UserId, UserStub,
@@ -296,24 +297,28 @@ impl Mirror {
     }
 
     fn delete_user(&mut self, id: &UserId, meta: &EventMeta) {
-        let at = meta.timestamp;
-        match self.users.get_mut(id) {
-            None => {
-                self.users.insert(
-                    id.clone(),
-                    (UserRow::placeholder(id, at), Version::placeholder(meta)),
-                );
-            }
-            Some((row, _)) => {
-                row.deleted_at = earliest(row.deleted_at, Some(at));
-                row.erase();
-            }
+        self.place_user_deletion(id, meta.timestamp, Version::placeholder(meta));
+        self.end_user(id, meta.timestamp);
+    }
+
+    /// A deletion of a user the table does not hold leaves a tombstone (a placeholder).
+    fn place_user_deletion(&mut self, id: &UserId, at: Millis, version: Version) {
+        self.users
+            .entry(id.clone())
+            .or_insert_with(|| (UserRow::placeholder(id, at), version));
+    }
+
+    /// The deletion itself: the earliest time kept, personal data erased, memberships ended.
+    fn end_user(&mut self, id: &UserId, at: Millis) {
+        if let Some((row, _)) = self.users.get_mut(id) {
+            row.deleted_at = earliest(row.deleted_at, Some(at));
+            row.erase();
         }
-        for (row, _, _) in self
-            .memberships
-            .values_mut()
-            .filter(|(r, _, _)| &r.user_id == id)
-        {
+        self.end_memberships(|r| &r.user_id == id, at);
+    }
+
+    fn end_memberships(&mut self, of: impl Fn(&MembershipRow) -> bool, at: Millis) {
+        for (row, _, _) in self.memberships.values_mut().filter(|(r, _, _)| of(r)) {
             row.deleted_at = earliest(row.deleted_at, Some(at));
         }
     }
@@ -334,31 +339,39 @@ impl Mirror {
     }
 
     fn delete_org(&mut self, id: &OrgId, slug: Option<String>, meta: &EventMeta) {
-        let at = meta.timestamp;
-        match self.orgs.get_mut(id) {
-            None => {
-                let row = OrgRow {
-                    clerk_id: id.clone(),
-                    name: None,
-                    slug,
-                    image_url: None,
-                    public_metadata: JsonText::empty_object(),
-                    created_at: at,
-                    updated_at: at,
-                    deleted_at: Some(at),
-                };
-                self.orgs
-                    .insert(id.clone(), (row, Version::placeholder(meta)));
-            }
-            Some((row, _)) => row.deleted_at = earliest(row.deleted_at, Some(at)),
-        }
-        for (row, _, _) in self
-            .memberships
-            .values_mut()
-            .filter(|(r, _, _)| &r.org_id == id)
-        {
+        self.place_org_deletion(id, slug, meta.timestamp, Version::placeholder(meta));
+        self.end_org(id, meta.timestamp);
+    }
+
+    /// A deletion of an organization the table does not hold leaves a tombstone that keeps the
+    /// slug the deletion names.
+    fn place_org_deletion(
+        &mut self,
+        id: &OrgId,
+        slug: Option<String>,
+        at: Millis,
+        version: Version,
+    ) {
+        self.orgs.entry(id.clone()).or_insert_with(|| {
+            let row = OrgRow {
+                clerk_id: id.clone(),
+                name: None,
+                slug,
+                image_url: None,
+                public_metadata: JsonText::empty_object(),
+                created_at: at,
+                updated_at: at,
+                deleted_at: Some(at),
+            };
+            (row, version)
+        });
+    }
+
+    fn end_org(&mut self, id: &OrgId, at: Millis) {
+        if let Some((row, _)) = self.orgs.get_mut(id) {
             row.deleted_at = earliest(row.deleted_at, Some(at));
         }
+        self.end_memberships(|r| &r.org_id == id, at);
     }
 
     fn upsert_membership(&mut self, m: &Membership, deleted_at: Option<Millis>, meta: &EventMeta) {
@@ -370,22 +383,41 @@ impl Mirror {
             UserRow::from_stub(&m.user, meta.timestamp),
             Version::stub(meta.timestamp, meta),
         );
-        let cascaded = [
-            deleted_at,
-            self.orgs.get(&m.org.id).and_then(|(o, _)| o.deleted_at),
-            self.users.get(&m.user.id).and_then(|(u, _)| u.deleted_at),
-        ]
-        .into_iter()
-        .fold(None, earliest);
-
-        let mut incoming = MembershipRow::from_membership(m);
-        incoming.deleted_at = cascaded;
         let generation = Generation {
             created_at: m.created_at,
             id: m.id.clone(),
         };
         let version = Version::full(m.updated_at, meta);
-        let key = (m.user.id.clone(), m.org.id.clone());
+        self.put_membership(
+            MembershipRow::from_membership(m),
+            generation,
+            version,
+            deleted_at,
+        );
+    }
+
+    /// A membership row under the generation and version rules; `deleted_at` is its own
+    /// deletion, to which its user's and organization's are added.
+    fn put_membership(
+        &mut self,
+        mut incoming: MembershipRow,
+        generation: Generation,
+        version: Version,
+        deleted_at: Option<Millis>,
+    ) {
+        let cascaded = [
+            deleted_at,
+            self.orgs
+                .get(&incoming.org_id)
+                .and_then(|(o, _)| o.deleted_at),
+            self.users
+                .get(&incoming.user_id)
+                .and_then(|(u, _)| u.deleted_at),
+        ]
+        .into_iter()
+        .fold(None, earliest);
+        incoming.deleted_at = cascaded;
+        let key = (incoming.user_id.clone(), incoming.org_id.clone());
         match self.memberships.get_mut(&key) {
             None => {
                 self.memberships
@@ -401,6 +433,40 @@ impl Mirror {
                 row.deleted_at = deleted_at;
             }
             Some(_) => {}
+        }
+    }
+
+    /// Writes a reduced batch as the worker's SQL does (`worker/src/apply/set.rs::write`): each
+    /// table's winners and deletions' tombstones, then the deletions, then the memberships. The
+    /// property test `reduce_matches_mirror` checks this equals applying the batch's events one
+    /// by one, which is what makes writing a batch reduced correct.
+    pub fn apply_reduced(&mut self, r: &Reduced) {
+        for (id, w) in &r.users {
+            self.upsert_user(w.row.clone(), w.version.clone());
+            debug_assert_eq!(&w.row.clerk_id, id);
+        }
+        for (id, d) in &r.user_deletions {
+            self.place_user_deletion(id, d.at, d.version.clone());
+        }
+        for w in r.orgs.values() {
+            self.upsert_org(w.row.clone(), w.version.clone());
+        }
+        for (id, d) in &r.org_deletions {
+            self.place_org_deletion(id, d.slug.clone(), d.at, d.version.clone());
+        }
+        for (id, d) in &r.user_deletions {
+            self.end_user(id, d.at);
+        }
+        for (id, d) in &r.org_deletions {
+            self.end_org(id, d.at);
+        }
+        for m in r.memberships.values() {
+            self.put_membership(
+                m.row.clone(),
+                m.generation.clone(),
+                m.version.clone(),
+                m.deleted_at,
+            );
         }
     }
 }
