@@ -60,46 +60,18 @@ const DEMO_FIXTURES: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// What `dev` started itself: stopped when dropped, whatever the path out.
+#[derive(Default)]
+struct Local {
+    _postgres: Option<TempPostgres>,
+    _broker: Option<TansuBroker>,
+}
+
 pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
-    // Owned here so that they stop when this function returns, whatever the path.
-    let mut _postgres = None;
-    let database_url = match &args.database_url {
-        Some(url) => url.clone(),
-        None => {
-            eprintln!("starting a throwaway Postgres…");
-            let pg = tokio::task::spawn_blocking(TempPostgres::start).await??;
-            let url = Secret::new(pg.url());
-            _postgres = Some(pg);
-            url
-        }
-    };
-    let mut _broker = None;
-    let mut kafka = KafkaArgs::new("");
-    match &args.brokers {
-        Some(brokers) => kafka.brokers = brokers.clone(),
-        None => {
-            eprintln!("starting a local tansu broker…");
-            let broker = TansuBroker::start().await?;
-            kafka.brokers = broker.brokers();
-            // tansu holds an empty fetch to the end of its wait, even when a record arrives:
-            // a short wait keeps a new row ~10 ms away, not ~100 (BENCHMARKS.md, freshness).
-            kafka
-                .extra_options
-                .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
-            _broker = Some(broker);
-        }
-    }
-    let secret = match &args.webhook_secret {
-        Some(secret) => secret.clone(),
-        None => {
-            let mut key = [0u8; 24];
-            rand::rng().fill_bytes(&mut key);
-            Secret::new(format!(
-                "whsec_{}",
-                base64::engine::general_purpose::STANDARD.encode(key)
-            ))
-        }
-    };
+    let mut local = Local::default();
+    let database_url = database(&args, &mut local).await?;
+    let kafka = broker(&args, &mut local).await?;
+    let secret = signing_secret(&args);
     let topics = TopicArgs {
         topic_users: "clerk.users".to_owned(),
         topic_organizations: "clerk.organizations".to_owned(),
@@ -118,7 +90,6 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         crate::topics::DEFAULT_DLQ_RETENTION_MS,
     );
     crate::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
-
     let database = DatabaseArgs {
         database_url: database_url.clone(),
         database_max_connections: 10,
@@ -128,7 +99,78 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     clerk_sync_worker::migrate(&pool)
         .await
         .context("applying migrations")?;
+    let (addr, ingest) = start_ingest(&args, &secret, &kafka, &topics, &cancel).await?;
+    let worker = start_worker(database, &pool, &kafka, topics, &cancel)?;
+    print_banner(&args, addr, &secret, &database_url, &kafka);
+    if args.demo {
+        if let Err(e) = demo(addr, &secret, &pool).await {
+            eprintln!("demo failed: {e:#}");
+        }
+    }
+    cancel.cancelled().await;
+    eprintln!("stopping…");
+    let _ = ingest.await;
+    match worker.await {
+        Ok(Err(e)) => eprintln!("worker: {e}"),
+        Err(e) => eprintln!("worker task: {e}"),
+        Ok(Ok(())) => {}
+    }
+    pool.close().await;
+    drop(local);
+    Ok(())
+}
 
+/// `--database-url`, or a throwaway cluster.
+async fn database(args: &DevArgs, local: &mut Local) -> Result<Secret> {
+    if let Some(url) = &args.database_url {
+        return Ok(url.clone());
+    }
+    eprintln!("starting a throwaway Postgres…");
+    let pg = tokio::task::spawn_blocking(TempPostgres::start).await??;
+    let url = Secret::new(pg.url());
+    local._postgres = Some(pg);
+    Ok(url)
+}
+
+/// `--kafka-brokers`, or a local tansu.
+async fn broker(args: &DevArgs, local: &mut Local) -> Result<KafkaArgs> {
+    let mut kafka = KafkaArgs::new("");
+    if let Some(brokers) = &args.brokers {
+        kafka.brokers = brokers.clone();
+        return Ok(kafka);
+    }
+    eprintln!("starting a local tansu broker…");
+    let broker = TansuBroker::start().await?;
+    kafka.brokers = broker.brokers();
+    // tansu holds an empty fetch to the end of its wait, even when a record arrives: a short
+    // wait keeps a new row ~10 ms away, not ~100 (BENCHMARKS.md, freshness).
+    kafka
+        .extra_options
+        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
+    local._broker = Some(broker);
+    Ok(kafka)
+}
+
+/// The configured signing secret, or a new random one.
+fn signing_secret(args: &DevArgs) -> Secret {
+    if let Some(secret) = &args.webhook_secret {
+        return secret.clone();
+    }
+    let mut key = [0u8; 24];
+    rand::rng().fill_bytes(&mut key);
+    Secret::new(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    ))
+}
+
+async fn start_ingest(
+    args: &DevArgs,
+    secret: &Secret,
+    kafka: &KafkaArgs,
+    topics: &TopicArgs,
+    cancel: &CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let ingest_args = IngestArgs {
         listen: args.listen,
         webhook_secret: Some(secret.clone()),
@@ -149,8 +191,16 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
-    let ingest = tokio::spawn(ingest.serve(listener, cancel.clone()));
+    Ok((addr, tokio::spawn(ingest.serve(listener, cancel.clone()))))
+}
 
+fn start_worker(
+    database: DatabaseArgs,
+    pool: &PgPool,
+    kafka: &KafkaArgs,
+    topics: TopicArgs,
+    cancel: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<clerk_sync_worker::Result<()>>> {
     let worker_args = WorkerArgs {
         listen: "127.0.0.1:0".parse()?,
         group_id: "clerk-sync".to_owned(),
@@ -172,9 +222,17 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         pool.clone(),
         Health::new(pool.clone(), metrics),
     )?;
-    let worker_cancel = cancel.clone();
-    let worker = tokio::spawn(async move { worker.run(worker_cancel).await });
+    let cancel = cancel.clone();
+    Ok(tokio::spawn(async move { worker.run(cancel).await }))
+}
 
+fn print_banner(
+    args: &DevArgs,
+    addr: SocketAddr,
+    secret: &Secret,
+    database_url: &Secret,
+    kafka: &KafkaArgs,
+) {
     println!();
     println!("clerk-sync dev is running");
     println!("  webhook URL:    http://{addr}/webhooks/clerk");
@@ -190,23 +248,6 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     }
     println!("  kafka brokers:  {}", kafka.brokers);
     println!("Press Ctrl-C to stop.");
-
-    if args.demo {
-        if let Err(e) = demo(addr, &secret, &pool).await {
-            eprintln!("demo failed: {e:#}");
-        }
-    }
-
-    cancel.cancelled().await;
-    eprintln!("stopping…");
-    let _ = ingest.await;
-    match worker.await {
-        Ok(Err(e)) => eprintln!("worker: {e}"),
-        Err(e) => eprintln!("worker task: {e}"),
-        Ok(Ok(())) => {}
-    }
-    pool.close().await;
-    Ok(())
 }
 
 async fn demo(addr: SocketAddr, secret: &Secret, pool: &PgPool) -> Result<()> {
@@ -244,6 +285,10 @@ async fn demo(addr: SocketAddr, secret: &Secret, pool: &PgPool) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    print_tables(pool).await
+}
+
+async fn print_tables(pool: &PgPool) -> Result<()> {
     println!("\nusers:");
     for row in sqlx::query("SELECT clerk_id, email, name, username, deleted_at::text AS deleted FROM users ORDER BY clerk_id")
         .fetch_all(pool)

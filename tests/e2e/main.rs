@@ -31,3 +31,4 @@ mod replay;
 mod scripting;
 mod secrets;
 mod settings;
+mod statements;

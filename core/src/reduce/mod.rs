@@ -11,7 +11,7 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use crate::mirror::{Generation, MembershipRow, OrgRow, Rank, UserRow, Version};
-use crate::{ClerkEvent, EventMeta, Millis, OrgId, Organization, UserId};
+use crate::{ClerkEvent, EventMeta, Membership, Millis, OrgId, Organization, UserId};
 use scan::{
     keep_earliest, keep_greater, keep_member, Best, Borrowed, Gone, Member, Table, UserSource,
 };
@@ -59,23 +59,39 @@ pub struct Reduced {
 
 /// Reduces a batch of decoded events (owned, or borrowed from the records they came in).
 pub fn reduce<E: Borrow<(EventMeta, ClerkEvent)>>(events: &[E]) -> Reduced {
-    // Keys and versions are borrowed while scanning (a hash lookup per event, no allocation);
-    // rows are built once per winner at the end, into ordered maps: the writes then touch rows
-    // in key order, so concurrent batches lock them in the same order.
-    let mut users: Table<&str, Best<'_, UserSource<'_>>> = Table::new();
-    let mut orgs: Table<&str, Best<'_, &Organization>> = Table::new();
-    let mut user_deletions: Table<&str, Gone<'_, UserId>> = Table::new();
-    let mut org_deletions: Table<&str, Gone<'_, OrgId>> = Table::new();
-    let mut memberships: Table<(&str, &str), Member<'_>> = Table::new();
-    // Each event's slot in its own entity's table.
-    let mut slot_of = Vec::with_capacity(events.len());
-    for (index, (meta, event)) in events
+    let events: Vec<&(EventMeta, ClerkEvent)> = events.iter().map(Borrow::borrow).collect();
+    let mut scan = Scan::default();
+    let slots: Vec<usize> = events
         .iter()
-        .map(Borrow::<(EventMeta, ClerkEvent)>::borrow)
         .enumerate()
-    {
-        let slot = match event {
-            ClerkEvent::UserUpserted(user) => users.offer(
+        .map(|(index, (meta, event))| scan.offer(index, meta, event))
+        .collect();
+    let winner_of = events
+        .iter()
+        .zip(&slots)
+        .enumerate()
+        .map(|(index, ((_, event), &slot))| scan.winner_of(index, event, slot))
+        .collect();
+    scan.build(winner_of)
+}
+
+/// The batch scanned: keys and versions borrowed (a hash lookup per event, no allocation);
+/// rows are built once per winner at the end, into ordered maps, so that the writes touch rows
+/// in key order and concurrent batches lock them in the same order.
+#[derive(Default)]
+struct Scan<'a> {
+    users: Table<&'a str, Best<'a, UserSource<'a>>>,
+    orgs: Table<&'a str, Best<'a, &'a Organization>>,
+    user_deletions: Table<&'a str, Gone<'a, UserId>>,
+    org_deletions: Table<&'a str, Gone<'a, OrgId>>,
+    memberships: Table<(&'a str, &'a str), Member<'a>>,
+}
+
+impl<'a> Scan<'a> {
+    /// Offers the event's change to its entity's table; returns its slot there.
+    fn offer(&mut self, index: usize, meta: &'a EventMeta, event: &'a ClerkEvent) -> usize {
+        match event {
+            ClerkEvent::UserUpserted(user) => self.users.offer(
                 user.id.as_str(),
                 Best {
                     source: UserSource::Full(user),
@@ -84,7 +100,7 @@ pub fn reduce<E: Borrow<(EventMeta, ClerkEvent)>>(events: &[E]) -> Reduced {
                 },
                 keep_greater,
             ),
-            ClerkEvent::UserDeleted(d) => user_deletions.offer(
+            ClerkEvent::UserDeleted(d) => self.user_deletions.offer(
                 d.id.as_str(),
                 Gone {
                     id: &d.id,
@@ -94,7 +110,7 @@ pub fn reduce<E: Borrow<(EventMeta, ClerkEvent)>>(events: &[E]) -> Reduced {
                 },
                 keep_earliest,
             ),
-            ClerkEvent::OrgUpserted(org) => orgs.offer(
+            ClerkEvent::OrgUpserted(org) => self.orgs.offer(
                 org.id.as_str(),
                 Best {
                     source: org,
@@ -103,7 +119,7 @@ pub fn reduce<E: Borrow<(EventMeta, ClerkEvent)>>(events: &[E]) -> Reduced {
                 },
                 keep_greater,
             ),
-            ClerkEvent::OrgDeleted(d) => org_deletions.offer(
+            ClerkEvent::OrgDeleted(d) => self.org_deletions.offer(
                 d.id.as_str(),
                 Gone {
                     id: &d.id,
@@ -113,105 +129,122 @@ pub fn reduce<E: Borrow<(EventMeta, ClerkEvent)>>(events: &[E]) -> Reduced {
                 },
                 keep_earliest,
             ),
-            ClerkEvent::MembershipUpserted(m)
-            | ClerkEvent::MembershipDeleted(crate::MembershipDeleted(m)) => {
-                orgs.offer(
-                    m.org.id.as_str(),
-                    Best {
-                        source: &m.org,
-                        version: Borrowed::new(Rank::Stub, m.org.updated_at, meta),
-                        index,
-                    },
-                    keep_greater,
-                );
-                users.offer(
-                    m.user.id.as_str(),
-                    Best {
-                        source: UserSource::Stub(&m.user, meta.timestamp),
-                        version: Borrowed::new(Rank::Stub, meta.timestamp, meta),
-                        index,
-                    },
-                    keep_greater,
-                );
-                let own_deletion =
-                    matches!(event, ClerkEvent::MembershipDeleted(_)).then_some(meta.timestamp);
-                memberships.offer(
-                    (m.user.id.as_str(), m.org.id.as_str()),
-                    Member {
-                        membership: m,
-                        generation: (m.created_at, &m.id),
-                        version: Borrowed::new(Rank::Full, m.updated_at, meta),
-                        deleted_at: own_deletion,
-                        index,
-                    },
-                    keep_member,
-                )
+            ClerkEvent::MembershipUpserted(m) => self.offer_membership(index, meta, m, None),
+            ClerkEvent::MembershipDeleted(crate::MembershipDeleted(m)) => {
+                self.offer_membership(index, meta, m, Some(meta.timestamp))
             }
             ClerkEvent::Ignored { .. } => index,
-        };
-        slot_of.push(slot);
+        }
     }
-    let winner_of = events
-        .iter()
-        .map(Borrow::<(EventMeta, ClerkEvent)>::borrow)
-        .zip(&slot_of)
-        .enumerate()
-        .map(|(index, ((_, event), &slot))| match event {
-            ClerkEvent::UserUpserted(_) => users.index_of(slot),
-            ClerkEvent::UserDeleted(_) => user_deletions.index_of(slot),
-            ClerkEvent::OrgUpserted(_) => orgs.index_of(slot),
-            ClerkEvent::OrgDeleted(_) => org_deletions.index_of(slot),
+
+    /// A membership event offers stubs of its organization and user, and its own change.
+    fn offer_membership(
+        &mut self,
+        index: usize,
+        meta: &'a EventMeta,
+        m: &'a Membership,
+        own_deletion: Option<Millis>,
+    ) -> usize {
+        self.orgs.offer(
+            m.org.id.as_str(),
+            Best {
+                source: &m.org,
+                version: Borrowed::new(Rank::Stub, m.org.updated_at, meta),
+                index,
+            },
+            keep_greater,
+        );
+        self.users.offer(
+            m.user.id.as_str(),
+            Best {
+                source: UserSource::Stub(&m.user, meta.timestamp),
+                version: Borrowed::new(Rank::Stub, meta.timestamp, meta),
+                index,
+            },
+            keep_greater,
+        );
+        self.memberships.offer(
+            (m.user.id.as_str(), m.org.id.as_str()),
+            Member {
+                membership: m,
+                generation: (m.created_at, &m.id),
+                version: Borrowed::new(Rank::Full, m.updated_at, meta),
+                deleted_at: own_deletion,
+                index,
+            },
+            keep_member,
+        )
+    }
+
+    /// The index of the event whose change won for this event's entity.
+    fn winner_of(&self, index: usize, event: &ClerkEvent, slot: usize) -> usize {
+        match event {
+            ClerkEvent::UserUpserted(_) => self.users.index_of(slot),
+            ClerkEvent::UserDeleted(_) => self.user_deletions.index_of(slot),
+            ClerkEvent::OrgUpserted(_) => self.orgs.index_of(slot),
+            ClerkEvent::OrgDeleted(_) => self.org_deletions.index_of(slot),
             ClerkEvent::MembershipUpserted(_) | ClerkEvent::MembershipDeleted(_) => {
-                memberships.index_of(slot)
+                self.memberships.index_of(slot)
             }
             ClerkEvent::Ignored { .. } => index,
-        })
-        .collect();
-    Reduced {
-        users: users
-            .into_sorted()
-            .map(|w| {
-                let row = match w.source {
-                    UserSource::Full(user) => UserRow::from_user(user),
-                    UserSource::Stub(stub, at) => UserRow::from_stub(stub, at),
-                };
-                (row.clerk_id.clone(), winner(row, w.version, w.index))
-            })
-            .collect(),
-        orgs: orgs
-            .into_sorted()
-            .map(|w| {
-                let row = OrgRow::from_org(w.source);
-                (row.clerk_id.clone(), winner(row, w.version, w.index))
-            })
-            .collect(),
-        user_deletions: user_deletions
-            .into_sorted()
-            .map(|g| (g.id.clone(), deletion(&g)))
-            .collect(),
-        org_deletions: org_deletions
-            .into_sorted()
-            .map(|g| (g.id.clone(), deletion(&g)))
-            .collect(),
-        memberships: memberships
-            .into_sorted()
-            .map(|c| {
-                let m = c.membership;
-                let change = MembershipChange {
-                    row: MembershipRow::from_membership(m),
-                    generation: Generation {
-                        created_at: m.created_at,
-                        id: m.id.clone(),
-                    },
-                    version: c.version.owned(),
-                    deleted_at: c.deleted_at,
-                    index: c.index,
-                };
-                ((m.user.id.clone(), m.org.id.clone()), change)
-            })
-            .collect(),
-        winner_of,
+        }
     }
+
+    /// The winners' rows, built once each, in key order.
+    fn build(self, winner_of: Vec<usize>) -> Reduced {
+        Reduced {
+            users: self
+                .users
+                .into_sorted()
+                .map(|w| {
+                    let row = match w.source {
+                        UserSource::Full(user) => UserRow::from_user(user),
+                        UserSource::Stub(stub, at) => UserRow::from_stub(stub, at),
+                    };
+                    (row.clerk_id.clone(), winner(row, w.version, w.index))
+                })
+                .collect(),
+            orgs: self
+                .orgs
+                .into_sorted()
+                .map(|w| {
+                    let row = OrgRow::from_org(w.source);
+                    (row.clerk_id.clone(), winner(row, w.version, w.index))
+                })
+                .collect(),
+            user_deletions: self
+                .user_deletions
+                .into_sorted()
+                .map(|g| (g.id.clone(), deletion(&g)))
+                .collect(),
+            org_deletions: self
+                .org_deletions
+                .into_sorted()
+                .map(|g| (g.id.clone(), deletion(&g)))
+                .collect(),
+            memberships: self
+                .memberships
+                .into_sorted()
+                .map(membership_change)
+                .collect(),
+            winner_of,
+        }
+    }
+}
+
+fn membership_change(c: Member<'_>) -> ((UserId, OrgId), MembershipChange) {
+    let m = c.membership;
+    let change = MembershipChange {
+        row: MembershipRow::from_membership(m),
+        generation: Generation {
+            created_at: m.created_at,
+            id: m.id.clone(),
+        },
+        version: c.version.owned(),
+        deleted_at: c.deleted_at,
+        index: c.index,
+    };
+    ((m.user.id.clone(), m.org.id.clone()), change)
 }
 
 fn deletion<I>(g: &Gone<'_, I>) -> Deletion {

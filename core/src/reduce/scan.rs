@@ -43,14 +43,16 @@ pub(super) struct Table<K, C> {
     entries: Vec<(K, C)>,
 }
 
-impl<K: Hash + Eq + Copy, C> Table<K, C> {
-    pub(super) fn new() -> Self {
+impl<K, C> Default for Table<K, C> {
+    fn default() -> Self {
         Table {
             slots: HashMap::new(),
             entries: Vec::new(),
         }
     }
+}
 
+impl<K: Hash + Eq + Copy, C> Table<K, C> {
     /// Offers a candidate for `key` (`merge` settles it against the current one) and returns
     /// the key's slot.
     pub(super) fn offer(&mut self, key: K, candidate: C, merge: impl FnOnce(&mut C, C)) -> usize {

@@ -3,6 +3,7 @@
 mod notify;
 mod outcomes;
 mod set;
+pub mod sql;
 
 use std::borrow::Borrow;
 
@@ -75,15 +76,7 @@ async fn apply_events_for(
     events: &[impl Event],
     intent: Intent,
 ) -> Result<Vec<Outcome>> {
-    // Every statement looks rows up by unique key, a few to a few thousand per batch: nested
-    // loops over the indexes. Left to itself the planner hashes whole tables from statistics
-    // gathered while they were small (or from a generic plan cached then), which costs 10x.
-    sqlx::query(
-        "SELECT set_config('enable_hashjoin', 'off', true), \
-         set_config('enable_mergejoin', 'off', true)",
-    )
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(sql::NESTED_LOOPS).execute(&mut *conn).await?;
     let reduced = reduce(events);
     let changed = set::write(conn, &reduced, intent).await?;
     if intent == Intent::Commit {

@@ -61,7 +61,7 @@ pub(super) async fn notify(
     if payloads.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p")
+    sqlx::query(super::sql::NOTIFY)
         .bind(channel)
         .bind(payloads)
         .execute(conn)

@@ -7,7 +7,7 @@ use clerk_sync_core::ClerkEvent;
 use sqlx::PgConnection;
 
 use super::set::Changed;
-use super::{Event, Outcome};
+use super::{sql, Event, Outcome};
 use crate::Result;
 
 /// An event's outcome, or the row whose current event decides it.
@@ -110,7 +110,11 @@ async fn holders<'a>(
     pending: &[Pending<'a>],
 ) -> Result<HashMap<(&'static str, &'a str), String>> {
     let mut out = HashMap::new();
-    for table in ["users", "organizations", "org_memberships"] {
+    for (table, statement) in [
+        ("users", sql::USER_HOLDERS),
+        ("organizations", sql::ORG_HOLDERS),
+        ("org_memberships", sql::MEMBERSHIP_HOLDERS),
+    ] {
         let ids: HashSet<&'a str> = pending
             .iter()
             .filter_map(|p| match p {
@@ -121,11 +125,7 @@ async fn holders<'a>(
         if ids.is_empty() {
             continue;
         }
-        let sql = format!(
-            "SELECT t.clerk_id, t.sync_event_id FROM unnest($1::text[]) AS x(c) \
-             JOIN {table} t ON t.clerk_id = x.c"
-        );
-        let rows: Vec<(String, String)> = sqlx::query_as(&sql)
+        let rows: Vec<(String, String)> = sqlx::query_as(statement)
             .bind(ids.iter().copied().collect::<Vec<&str>>())
             .fetch_all(&mut *conn)
             .await?;

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::QueryScalar;
 use sqlx::PgConnection;
 
-use super::Intent;
+use super::{sql, Intent};
 use crate::Result;
 
 /// A statement returning the clerk ids it changed, its parameters being bound.
@@ -27,8 +27,6 @@ pub(super) struct Changed {
     /// through its deletion alone and keep an older event's fields).
     pub memberships: HashMap<String, String>,
 }
-
-const TS: fn(&str) -> String = |col| format!("to_timestamp({col}::float8 / 1000)");
 
 fn ids<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     keys.collect()
@@ -127,50 +125,7 @@ async fn upsert_users(
         offers.iter().map(|(_, o)| o.row().and_then(f)).collect()
     };
     let columns = PlaceholderColumns::of(&offers, |u: &UserRow| (u.created_at, u.updated_at));
-    // A deleted user stays erased, whatever version arrives later. A placeholder is inserted
-    // where no row is; where one is, it changes nothing (the deletion pass below erases the row)
-    // but locks it here, in key order with the rest of the pass.
-    let sql = format!(
-        r#"
-        INSERT INTO users AS u (clerk_id, email, name, first_name, last_name, username, image_url,
-            external_id, public_metadata, created_at, updated_at, deleted_at, synced_at,
-            sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
-        SELECT c, e, n, f, l, un, img, ext, md, {ca}, {ua}, {d}, now(), rk, vm, em, ei
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                    $8::text[], $9::text[]::jsonb[], $10::int8[], $11::int8[], $12::int2[], $13::int8[],
-                    $14::int8[], $15::text[], $16::int8[])
-             AS x(c, e, n, f, l, un, img, ext, md, ca, ua, rk, vm, em, ei, d)
-        WHERE x.d IS NOT NULL
-           OR NOT EXISTS (SELECT 1 FROM users h WHERE h.clerk_id = x.c
-                          AND (h.sync_rank, h.sync_version_ms, h.sync_event_ms, h.sync_event_id)
-                              >= (x.rk, x.vm, x.em, x.ei))
-        ON CONFLICT (clerk_id) DO UPDATE SET
-            email = CASE WHEN u.deleted_at IS NULL THEN excluded.email END,
-            name = CASE WHEN u.deleted_at IS NULL THEN excluded.name END,
-            first_name = CASE WHEN u.deleted_at IS NULL THEN excluded.first_name END,
-            last_name = CASE WHEN u.deleted_at IS NULL THEN excluded.last_name END,
-            username = CASE WHEN u.deleted_at IS NULL THEN excluded.username END,
-            image_url = CASE WHEN u.deleted_at IS NULL THEN excluded.image_url END,
-            external_id = CASE WHEN u.deleted_at IS NULL THEN excluded.external_id END,
-            public_metadata = CASE WHEN u.deleted_at IS NULL THEN excluded.public_metadata
-                                   ELSE '{{}}'::jsonb END,
-            created_at = excluded.created_at,
-            updated_at = excluded.updated_at,
-            synced_at = now(),
-            sync_rank = excluded.sync_rank,
-            sync_version_ms = excluded.sync_version_ms,
-            sync_event_ms = excluded.sync_event_ms,
-            sync_event_id = excluded.sync_event_id
-        WHERE excluded.deleted_at IS NULL
-            AND (excluded.sync_rank, excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id)
-                > (u.sync_rank, u.sync_version_ms, u.sync_event_ms, u.sync_event_id)
-        RETURNING clerk_id
-        "#,
-        ca = TS("ca"),
-        ua = TS("ua"),
-        d = TS("d"),
-    );
-    let query = sqlx::query_scalar(&sql)
+    let query = sqlx::query_scalar(sql::UPSERT_USERS)
         .bind(offers.iter().map(|(k, _)| *k).collect::<Vec<_>>())
         .bind(text(|u| u.email.as_deref()))
         .bind(text(|u| u.name.as_deref()))
@@ -264,43 +219,7 @@ async fn upsert_orgs(
         offers.iter().map(|(_, o)| o.row().and_then(f)).collect()
     };
     let columns = PlaceholderColumns::of(&offers, |o: &OrgRow| (o.created_at, o.updated_at));
-    // A deleted organization keeps its last known fields; only deleted_at is final (set by the
-    // deletion pass, or by a placeholder, which is what a deletion seen first leaves).
-    let sql = format!(
-        r#"
-        INSERT INTO organizations AS o (clerk_id, name, slug, image_url, public_metadata,
-            created_at, updated_at, deleted_at, synced_at,
-            sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
-        SELECT c, n, s, img, md, {ca}, {ua}, {d}, now(), rk, vm, em, ei
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::jsonb[], $6::int8[],
-                    $7::int8[], $8::int2[], $9::int8[], $10::int8[], $11::text[], $12::int8[])
-             AS x(c, n, s, img, md, ca, ua, rk, vm, em, ei, d)
-        WHERE x.d IS NOT NULL
-           OR NOT EXISTS (SELECT 1 FROM organizations h WHERE h.clerk_id = x.c
-                          AND (h.sync_rank, h.sync_version_ms, h.sync_event_ms, h.sync_event_id)
-                              >= (x.rk, x.vm, x.em, x.ei))
-        ON CONFLICT (clerk_id) DO UPDATE SET
-            name = excluded.name,
-            slug = excluded.slug,
-            image_url = excluded.image_url,
-            public_metadata = excluded.public_metadata,
-            created_at = excluded.created_at,
-            updated_at = excluded.updated_at,
-            synced_at = now(),
-            sync_rank = excluded.sync_rank,
-            sync_version_ms = excluded.sync_version_ms,
-            sync_event_ms = excluded.sync_event_ms,
-            sync_event_id = excluded.sync_event_id
-        WHERE excluded.deleted_at IS NULL
-            AND (excluded.sync_rank, excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id)
-                > (o.sync_rank, o.sync_version_ms, o.sync_event_ms, o.sync_event_id)
-        RETURNING clerk_id
-        "#,
-        ca = TS("ca"),
-        ua = TS("ua"),
-        d = TS("d"),
-    );
-    let query = sqlx::query_scalar(&sql)
+    let query = sqlx::query_scalar(sql::UPSERT_ORGS)
         .bind(offers.iter().map(|(k, _)| *k).collect::<Vec<_>>())
         .bind(text(|o| o.name.as_deref()))
         .bind(
@@ -331,28 +250,7 @@ async fn delete_users(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<St
         .values()
         .map(|d| d.version.event_id.as_str())
         .collect();
-    // The upsert pass has inserted a placeholder for every deleted user the table did not hold;
-    // inserting one here too only matters should that pass have been skipped.
-    let sql = format!(
-        r#"
-        INSERT INTO users AS u (clerk_id, public_metadata, created_at, updated_at, deleted_at,
-            synced_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
-        SELECT c, '{{}}'::jsonb, {t}, {t}, {t}, now(), {rank}, a, a, ei
-        FROM unnest($1::text[], $2::int8[], $3::text[]) AS x(c, a, ei)
-        ON CONFLICT (clerk_id) DO UPDATE SET
-            {lock},
-            deleted_at = least(u.deleted_at, excluded.deleted_at),
-            email = NULL, name = NULL, first_name = NULL, last_name = NULL, username = NULL,
-            image_url = NULL, external_id = NULL, public_metadata = '{{}}'::jsonb,
-            synced_at = now()
-        WHERE u.deleted_at IS NULL OR u.deleted_at > excluded.deleted_at
-        RETURNING clerk_id
-        "#,
-        t = TS("a"),
-        rank = Rank::Placeholder.as_i16(),
-        lock = DELETION_LOCK,
-    );
-    let changed: Vec<String> = sqlx::query_scalar(&sql)
+    let changed: Vec<String> = sqlx::query_scalar(sql::DELETE_USERS)
         .bind(&clerk_ids)
         .bind(&at)
         .bind(&event_ids)
@@ -374,24 +272,7 @@ async fn delete_orgs(conn: &mut PgConnection, r: &Reduced) -> Result<HashSet<Str
         .values()
         .map(|d| d.version.event_id.as_str())
         .collect();
-    let sql = format!(
-        r#"
-        INSERT INTO organizations AS o (clerk_id, slug, public_metadata, created_at, updated_at,
-            deleted_at, synced_at, sync_rank, sync_version_ms, sync_event_ms, sync_event_id)
-        SELECT c, s, '{{}}'::jsonb, {t}, {t}, {t}, now(), {rank}, a, a, ei
-        FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[]) AS x(c, a, s, ei)
-        ON CONFLICT (clerk_id) DO UPDATE SET
-            {lock},
-            deleted_at = least(o.deleted_at, excluded.deleted_at),
-            synced_at = now()
-        WHERE o.deleted_at IS NULL OR o.deleted_at > excluded.deleted_at
-        RETURNING clerk_id
-        "#,
-        t = TS("a"),
-        rank = Rank::Placeholder.as_i16(),
-        lock = DELETION_LOCK,
-    );
-    let changed: Vec<String> = sqlx::query_scalar(&sql)
+    let changed: Vec<String> = sqlx::query_scalar(sql::DELETE_ORGS)
         .bind(&clerk_ids)
         .bind(&at)
         .bind(&slugs)
@@ -410,31 +291,7 @@ fn deletion_times<K>(deletions: &BTreeMap<K, Deletion>) -> Vec<i64> {
 /// users and another deleting an organization they belong to meet on the same memberships,
 /// and would deadlock if each took them in its own order (by user, by organization).
 async fn cascade_deletions(conn: &mut PgConnection, r: &Reduced) -> Result<()> {
-    let sql = format!(
-        r#"
-        WITH hit AS (
-            SELECT m.id, x.a
-            FROM unnest($1::text[], $2::int8[]) AS x(c, a)
-                JOIN users u ON u.clerk_id = x.c JOIN org_memberships m ON m.user_id = u.id
-            UNION ALL
-            SELECT m.id, y.a
-            FROM unnest($3::text[], $4::int8[]) AS y(c, a)
-                JOIN org_memberships m ON m.org_id = y.c
-        ), earliest AS (
-            SELECT id, min(a) AS a FROM hit GROUP BY id
-        ), target AS (
-            SELECT m.id, e.a FROM earliest e JOIN org_memberships m ON m.id = e.id
-            WHERE m.deleted_at IS NULL OR m.deleted_at > {t}
-            ORDER BY m.user_id, m.org_id
-            FOR NO KEY UPDATE OF m
-        )
-        UPDATE org_memberships m SET deleted_at = least(m.deleted_at, {target_t}), synced_at = now()
-        FROM target WHERE m.id = target.id
-        "#,
-        t = TS("e.a"),
-        target_t = TS("target.a"),
-    );
-    sqlx::query(&sql)
+    sqlx::query(sql::CASCADE_DELETIONS)
         .bind(ids(r.user_deletions.keys().map(|k| k.as_str())))
         .bind(deletion_times(&r.user_deletions))
         .bind(ids(r.org_deletions.keys().map(|k| k.as_str())))
@@ -450,68 +307,11 @@ async fn upsert_memberships(
     intent: Intent,
 ) -> Result<HashMap<String, String>> {
     let changes: Vec<_> = r.memberships.values().collect();
-    // Generation = (created_at, orgmem id): a re-join replaces the row, an older membership
-    // changes nothing. deleted_at is the earliest of this membership's own deletion and that
-    // of its user or organization. The user and organization rows are read FOR KEY SHARE,
-    // which only a deletion's lock blocks (see `DELETION_LOCK`): while another worker deletes
-    // either, this statement fails at once (NOWAIT, 55P03, a conflict) and the batch is retried
-    // after a backoff, when it reads the deleted row; when this batch read them first, the
-    // deletion waits, and its cascade then sees this membership. A plain read would miss the
-    // uncommitted deletion, and the cascade this uncommitted membership: a member of a deleted
-    // user or organization left active. Not waiting keeps two batches that each delete a user
-    // the other's memberships refer to from deadlocking (a 1 s stall each time). Ordinary
-    // updates of users and organizations take a weaker lock and never stop these reads. (Both
-    // rows exist: the batch wrote every membership's user and organization stubs first.) A dry
-    // run reads them without a lock.
-    let sql = format!(
-        r#"
-        WITH x AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[])
-                AS x(c, uc, oc, r, p, ca, ua, d, em, ei)
-        ), incoming AS (
-            SELECT x.*, u.id AS user_id, least({d}, o.deleted_at, u.deleted_at) AS deleted_at
-            FROM x JOIN users u ON u.clerk_id = x.uc JOIN organizations o ON o.clerk_id = x.oc
-            {guard}
-        )
-        INSERT INTO org_memberships AS m (clerk_id, user_id, org_id, role, permissions,
-            created_at, updated_at, deleted_at, synced_at,
-            sync_created_ms, sync_version_ms, sync_event_ms, sync_event_id)
-        SELECT c, user_id, oc, r, p::text[], {ca}, {ua},
-            deleted_at, now(), ca, ua, em, ei
-        FROM incoming
-        ON CONFLICT (user_id, org_id) DO UPDATE SET
-            clerk_id = excluded.clerk_id,
-            sync_created_ms = excluded.sync_created_ms,
-            created_at = excluded.created_at,
-            role = CASE WHEN {take} THEN excluded.role ELSE m.role END,
-            permissions = CASE WHEN {take} THEN excluded.permissions ELSE m.permissions END,
-            updated_at = CASE WHEN {take} THEN excluded.updated_at ELSE m.updated_at END,
-            sync_version_ms = CASE WHEN {take} THEN excluded.sync_version_ms ELSE m.sync_version_ms END,
-            sync_event_ms = CASE WHEN {take} THEN excluded.sync_event_ms ELSE m.sync_event_ms END,
-            sync_event_id = CASE WHEN {take} THEN excluded.sync_event_id ELSE m.sync_event_id END,
-            deleted_at = CASE WHEN {newer_gen} THEN excluded.deleted_at
-                              ELSE least(m.deleted_at, excluded.deleted_at) END,
-            synced_at = now()
-        WHERE {newer_gen}
-           OR ({same_gen} AND ({newer_version}
-               OR excluded.deleted_at < coalesce(m.deleted_at, 'infinity'::timestamptz)))
-        RETURNING clerk_id, sync_event_id
-        "#,
-        d = TS("x.d"),
-        ca = TS("ca"),
-        ua = TS("ua"),
-        take = TAKE,
-        newer_gen = NEWER_GEN,
-        same_gen = SAME_GEN,
-        newer_version = NEWER_VERSION,
-        guard = match intent {
-            Intent::Commit => "FOR KEY SHARE OF u, o NOWAIT",
-            // Nothing a dry run writes is ever seen by another transaction.
-            Intent::DryRun => "",
-        },
-    );
-    let changed: Vec<(String, String)> = sqlx::query_as(&sql)
+    let statement = match intent {
+        Intent::Commit => sql::UPSERT_MEMBERSHIPS,
+        Intent::DryRun => sql::UPSERT_MEMBERSHIPS_DRY_RUN,
+    };
+    let changed: Vec<(String, String)> = sqlx::query_as(statement)
         .bind(ids(changes.iter().map(|c| c.row.clerk_id.as_str())))
         .bind(ids(changes.iter().map(|c| c.row.user_id.as_str())))
         .bind(ids(changes.iter().map(|c| c.row.org_id.as_str())))
@@ -582,24 +382,6 @@ fn array_literal(items: &[String]) -> String {
     out.push('}');
     out
 }
-
-/// Assigning the unique key (to itself) makes a deletion lock its row FOR UPDATE rather than the
-/// weaker lock of an ordinary update: the one lock a membership's FOR KEY SHARE read waits for.
-/// Postgres picks the lock from the columns assigned, not from whether their values change.
-const DELETION_LOCK: &str = "clerk_id = excluded.clerk_id";
-
-const NEWER_GEN: &str =
-    "((excluded.sync_created_ms, excluded.clerk_id) > (m.sync_created_ms, m.clerk_id))";
-const SAME_GEN: &str =
-    "((excluded.sync_created_ms, excluded.clerk_id) = (m.sync_created_ms, m.clerk_id))";
-const NEWER_VERSION: &str =
-    "((excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id) \
-     > (m.sync_version_ms, m.sync_event_ms, m.sync_event_id))";
-const TAKE: &str =
-    "(((excluded.sync_created_ms, excluded.clerk_id) > (m.sync_created_ms, m.clerk_id)) \
-     OR (((excluded.sync_created_ms, excluded.clerk_id) = (m.sync_created_ms, m.clerk_id)) \
-     AND ((excluded.sync_version_ms, excluded.sync_event_ms, excluded.sync_event_id) \
-     > (m.sync_version_ms, m.sync_event_ms, m.sync_event_id))))";
 
 #[cfg(test)]
 mod tests {
