@@ -157,61 +157,72 @@ pub async fn compare(
     snapshot(there).await.context("--with")?;
     let mut reports = Vec::new();
     for table in &TABLES {
-        let mut report = TableReport {
-            table: table.name,
-            ..TableReport::default()
-        };
-        let mut a = open(here, table)
-            .await
-            .with_context(|| format!("DATABASE_URL: reading {}", table.name))?;
-        let mut b = open(there, table)
-            .await
-            .with_context(|| format!("--with: reading {}", table.name))?;
-        let (mut x, mut y) = (a.next().await?, b.next().await?);
-        let mut reported = 0;
-        loop {
-            let read = a.count.max(b.count);
-            if read >= reported + PAGE as u64 {
-                on_progress(table.name, read);
-                reported = read;
-            }
-            let order = match (&x, &y) {
-                (None, None) => break,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((k, _)), Some((l, _))) => k.cmp(l),
-            };
-            match order {
-                Ordering::Less => {
-                    let (key, _) = x.take().unwrap_or_default();
-                    report.record(Difference::OnlyHere(key), examples);
-                    x = a.next().await?;
-                }
-                Ordering::Greater => {
-                    let (key, _) = y.take().unwrap_or_default();
-                    report.record(Difference::OnlyThere(key), examples);
-                    y = b.next().await?;
-                }
-                Ordering::Equal => {
-                    let ((key, ours), (_, theirs)) =
-                        (x.take().unwrap_or_default(), y.take().unwrap_or_default());
-                    let columns = differing_columns(&ours, &theirs);
-                    if !columns.is_empty() {
-                        report.record(Difference::Differs { key, columns }, examples);
-                    }
-                    x = a.next().await?;
-                    y = b.next().await?;
-                }
-            }
-        }
-        report.rows_here = close(a).await?;
-        report.rows_there = close(b).await?;
-        reports.push(report);
+        reports.push(compare_table(here, there, table, examples, &mut on_progress).await?);
     }
     for conn in [here, there] {
         sqlx::raw_sql("ROLLBACK").execute(conn).await?;
     }
     Ok(reports)
+}
+
+/// One table of both sides, read in key order side by side.
+async fn compare_table(
+    here: &mut PgConnection,
+    there: &mut PgConnection,
+    table: &Table,
+    examples: usize,
+    on_progress: &mut impl FnMut(&str, u64),
+) -> Result<TableReport> {
+    let mut report = TableReport {
+        table: table.name,
+        ..TableReport::default()
+    };
+    let mut a = open(here, table)
+        .await
+        .with_context(|| format!("DATABASE_URL: reading {}", table.name))?;
+    let mut b = open(there, table)
+        .await
+        .with_context(|| format!("--with: reading {}", table.name))?;
+    let (mut x, mut y) = (a.next().await?, b.next().await?);
+    let mut reported = 0;
+    loop {
+        let read = a.count.max(b.count);
+        if read >= reported + PAGE as u64 {
+            on_progress(table.name, read);
+            reported = read;
+        }
+        let order = match (&x, &y) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((k, _)), Some((l, _))) => k.cmp(l),
+        };
+        match order {
+            Ordering::Less => {
+                let (key, _) = x.take().unwrap_or_default();
+                report.record(Difference::OnlyHere(key), examples);
+                x = a.next().await?;
+            }
+            Ordering::Greater => {
+                let (key, _) = y.take().unwrap_or_default();
+                report.record(Difference::OnlyThere(key), examples);
+                y = b.next().await?;
+            }
+            Ordering::Equal => {
+                let ((key, ours), (_, theirs)) =
+                    (x.take().unwrap_or_default(), y.take().unwrap_or_default());
+                let columns = differing_columns(&ours, &theirs);
+                if !columns.is_empty() {
+                    report.record(Difference::Differs { key, columns }, examples);
+                }
+                x = a.next().await?;
+                y = b.next().await?;
+            }
+        }
+    }
+    report.rows_here = close(a).await?;
+    report.rows_there = close(b).await?;
+    Ok(report)
 }
 
 /// How many rows differ between the synced tables of two databases, given by URL (the

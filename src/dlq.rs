@@ -22,35 +22,8 @@ pub fn read_to_end(
     topic: &str,
     from_committed: bool,
 ) -> Result<Vec<DeadLetter>> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
-        .context("fetching topic metadata")?;
-    let Some(partitions) = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len() as i32)
-    else {
-        bail!("topic {topic} not found");
-    };
-    let mut ends = Vec::new();
-    let mut tpl = TopicPartitionList::new();
-    for partition in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
-        tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
-        ends.push((partition, low, high));
-    }
-    if from_committed {
-        let committed = consumer.committed_offsets(tpl.clone(), TIMEOUT)?;
-        for e in committed.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                tpl.set_partition_offset(topic, e.partition(), Offset::Offset(o))?;
-                if let Some(end) = ends.iter_mut().find(|(p, _, _)| *p == e.partition()) {
-                    end.1 = o.max(end.1);
-                }
-            }
-        }
-    }
-    consumer.assign(&tpl)?;
+    let (starts, ends) = bounds(consumer, topic, from_committed)?;
+    consumer.assign(&starts)?;
     let mut remaining: Vec<(i32, i64)> = ends
         .iter()
         .filter(|(_, start, high)| start < high)
@@ -79,6 +52,41 @@ pub fn read_to_end(
     }
     out.sort_by_key(|d| (d.partition, d.offset));
     Ok(out)
+}
+
+/// Where each partition's read starts, and `(partition, start, end)` for each.
+type Bounds = (TopicPartitionList, Vec<(i32, i64, i64)>);
+
+fn bounds(consumer: &BaseConsumer, topic: &str, from_committed: bool) -> Result<Bounds> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .context("fetching topic metadata")?;
+    let Some(partitions) = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len() as i32)
+    else {
+        bail!("topic {topic} not found");
+    };
+    let mut ends = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+        tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        ends.push((partition, low, high));
+    }
+    if from_committed {
+        let committed = consumer.committed_offsets(tpl.clone(), TIMEOUT)?;
+        for e in committed.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                tpl.set_partition_offset(topic, e.partition(), Offset::Offset(o))?;
+                if let Some(end) = ends.iter_mut().find(|(p, _, _)| *p == e.partition()) {
+                    end.1 = o.max(end.1);
+                }
+            }
+        }
+    }
+    Ok((tpl, ends))
 }
 
 pub fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<BaseConsumer> {
@@ -146,6 +154,65 @@ pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FuturePro
     clerk_sync_kafka::config(Role::Tool, brokers, options)
         .create()
         .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")
+}
+
+/// What to redrive: every dead letter past the redrive group's position (each committed past
+/// once re-published, so none is applied twice), or only the one at `only` (the group's
+/// position not moved).
+#[derive(Clone, Debug)]
+pub struct Redrive {
+    pub brokers: String,
+    pub options: Vec<(String, String)>,
+    pub topic: String,
+    pub group: String,
+    pub only: Option<(i32, i64)>,
+    pub dry_run: bool,
+}
+
+/// A dead letter redriven (or that would be, in a dry run).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Redriven {
+    pub partition: i32,
+    pub offset: i64,
+    pub original_topic: String,
+}
+
+/// Re-publishes the dead letters `redrive` selects to their original topics; `on_each` after
+/// each one.
+pub async fn redrive(
+    redrive: &Redrive,
+    mut on_each: impl FnMut(&Redriven),
+) -> Result<Vec<Redriven>> {
+    let consumer = consumer(&redrive.brokers, &redrive.options, &redrive.group)?;
+    let topic = redrive.topic.clone();
+    let from_committed = redrive.only.is_none();
+    let (consumer, letters) = tokio::task::spawn_blocking(move || {
+        let letters = read_to_end(&consumer, &topic, from_committed);
+        letters.map(|l| (consumer, l))
+    })
+    .await??;
+    let producer = producer(&redrive.brokers, &redrive.options)?;
+    let mut done = Vec::new();
+    for letter in letters.iter().filter(|l| {
+        redrive
+            .only
+            .is_none_or(|(p, o)| l.partition == p && l.offset == o)
+    }) {
+        if !redrive.dry_run {
+            republish(&producer, &redrive.topic, letter).await?;
+            if redrive.only.is_none() {
+                commit_past(&consumer, &redrive.topic, letter)?;
+            }
+        }
+        let redriven = Redriven {
+            partition: letter.partition,
+            offset: letter.offset,
+            original_topic: letter.header(header::ORIGINAL_TOPIC).unwrap_or_default(),
+        };
+        on_each(&redriven);
+        done.push(redriven);
+    }
+    Ok(done)
 }
 
 /// Each partition's position of `group` on `topic` (the redrive group: what was redriven).

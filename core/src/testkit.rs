@@ -119,44 +119,15 @@ impl Clerk {
         let user_live = self.users.get(&u).is_some_and(|x| !x.deleted);
         let org_live = self.orgs.get(&o).is_some_and(|x| !x.deleted);
         match op.kind {
-            0 if !self.users.contains_key(&u) => {
-                self.users.insert(
-                    u,
-                    SimUser {
-                        created_at: self.now,
-                        ..SimUser::default()
-                    },
-                );
-                self.emit_user("user.created", u);
-            }
+            0 if !self.users.contains_key(&u) => self.create_user(u),
             1 if user_live => {
                 if let Some(user) = self.users.get_mut(&u) {
                     user.version += 1;
                 }
                 self.emit_user("user.updated", u);
             }
-            2 if user_live => {
-                self.cascade(|(mu, _)| mu == u, op.cascade_events);
-                if let Some(user) = self.users.get_mut(&u) {
-                    user.deleted = true;
-                }
-                self.emit(
-                    "user.deleted",
-                    json!({"object": "user", "id": user_id(u), "deleted": true}),
-                );
-            }
-            3 if !self.orgs.contains_key(&o) => {
-                self.orgs.insert(
-                    o,
-                    SimOrg {
-                        created_at: self.now,
-                        updated_at: self.now,
-                        ..SimOrg::default()
-                    },
-                );
-                let data = self.org_json(o);
-                self.emit("organization.created", data);
-            }
+            2 if user_live => self.delete_user(u, op.cascade_events),
+            3 if !self.orgs.contains_key(&o) => self.create_org(o),
             4 if org_live => {
                 if let Some(org) = self.orgs.get_mut(&o) {
                     org.version += 1;
@@ -165,39 +136,11 @@ impl Clerk {
                 let data = self.org_json(o);
                 self.emit("organization.updated", data);
             }
-            5 if org_live => {
-                self.cascade(|(_, mo)| mo == o, op.cascade_events);
-                if let Some(org) = self.orgs.get_mut(&o) {
-                    org.deleted = true;
-                }
-                self.emit(
-                    "organization.deleted",
-                    json!({"object": "organization", "id": org_id(o), "slug": slug(o, 0), "deleted": true}),
-                );
-            }
+            5 if org_live => self.delete_org(o, op.cascade_events),
             6 if user_live && org_live && !self.memberships.contains_key(&(u, o)) => {
-                self.generations += 1;
-                let m = SimMembership {
-                    id: format!("orgmem_{u}_{o}_{}", self.generations),
-                    created_at: self.now,
-                    updated_at: self.now,
-                    role: "org:member",
-                };
-                self.memberships.insert((u, o), m);
-                self.emit_membership("organizationMembership.created", (u, o));
+                self.join(u, o)
             }
-            7 if self.memberships.contains_key(&(u, o)) => {
-                let now = self.now;
-                if let Some(m) = self.memberships.get_mut(&(u, o)) {
-                    m.role = if m.role == "org:admin" {
-                        "org:member"
-                    } else {
-                        "org:admin"
-                    };
-                    m.updated_at = now;
-                }
-                self.emit_membership("organizationMembership.updated", (u, o));
-            }
+            7 if self.memberships.contains_key(&(u, o)) => self.change_role(u, o),
             8 if self.memberships.contains_key(&(u, o)) => {
                 self.emit_membership("organizationMembership.deleted", (u, o));
                 self.memberships.remove(&(u, o));
@@ -208,6 +151,77 @@ impl Clerk {
             ),
             _ => {}
         }
+    }
+
+    fn create_user(&mut self, u: u8) {
+        self.users.insert(
+            u,
+            SimUser {
+                created_at: self.now,
+                ..SimUser::default()
+            },
+        );
+        self.emit_user("user.created", u);
+    }
+
+    fn delete_user(&mut self, u: u8, cascade_events: bool) {
+        self.cascade(|(mu, _)| mu == u, cascade_events);
+        if let Some(user) = self.users.get_mut(&u) {
+            user.deleted = true;
+        }
+        self.emit(
+            "user.deleted",
+            json!({"object": "user", "id": user_id(u), "deleted": true}),
+        );
+    }
+
+    fn create_org(&mut self, o: u8) {
+        self.orgs.insert(
+            o,
+            SimOrg {
+                created_at: self.now,
+                updated_at: self.now,
+                ..SimOrg::default()
+            },
+        );
+        let data = self.org_json(o);
+        self.emit("organization.created", data);
+    }
+
+    fn delete_org(&mut self, o: u8, cascade_events: bool) {
+        self.cascade(|(_, mo)| mo == o, cascade_events);
+        if let Some(org) = self.orgs.get_mut(&o) {
+            org.deleted = true;
+        }
+        self.emit(
+            "organization.deleted",
+            json!({"object": "organization", "id": org_id(o), "slug": slug(o, 0), "deleted": true}),
+        );
+    }
+
+    fn join(&mut self, u: u8, o: u8) {
+        self.generations += 1;
+        let m = SimMembership {
+            id: format!("orgmem_{u}_{o}_{}", self.generations),
+            created_at: self.now,
+            updated_at: self.now,
+            role: "org:member",
+        };
+        self.memberships.insert((u, o), m);
+        self.emit_membership("organizationMembership.created", (u, o));
+    }
+
+    fn change_role(&mut self, u: u8, o: u8) {
+        let now = self.now;
+        if let Some(m) = self.memberships.get_mut(&(u, o)) {
+            m.role = if m.role == "org:admin" {
+                "org:member"
+            } else {
+                "org:admin"
+            };
+            m.updated_at = now;
+        }
+        self.emit_membership("organizationMembership.updated", (u, o));
     }
 
     /// A user's or organization's deletion ends its memberships; Clerk may or may not say so.

@@ -83,6 +83,37 @@ pub struct Publisher {
     deadline: Duration,
 }
 
+/// The record's headers: the Svix id, timestamp and event type, and the W3C trace context of
+/// the current span, so that the worker continues this request's trace.
+fn headers(webhook: &VerifiedWebhook, event_type: &str) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: record_header::EVENT_ID,
+            value: Some(webhook.id()),
+        })
+        .insert(Header {
+            key: record_header::TIMESTAMP,
+            value: Some(webhook.timestamp()),
+        })
+        .insert(Header {
+            key: record_header::EVENT_TYPE,
+            value: Some(event_type),
+        })
+        .insert(Header {
+            key: record_header::CONTENT_TYPE,
+            value: Some("application/json"),
+        });
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+    for (key, value) in &carrier {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_str()),
+        });
+    }
+    headers
+}
+
 /// Counts a record in flight until dropped (also when the request is cancelled).
 struct InFlight(Arc<AtomicUsize>);
 
@@ -114,33 +145,7 @@ impl Publisher {
         topic: &str,
         key: Option<&str>,
     ) -> Result<Published> {
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: record_header::EVENT_ID,
-                value: Some(webhook.id()),
-            })
-            .insert(Header {
-                key: record_header::TIMESTAMP,
-                value: Some(webhook.timestamp()),
-            })
-            .insert(Header {
-                key: record_header::EVENT_TYPE,
-                value: Some(event_type),
-            })
-            .insert(Header {
-                key: record_header::CONTENT_TYPE,
-                value: Some("application/json"),
-            });
-        // W3C trace context, so the worker continues this request's trace.
-        let mut carrier = std::collections::HashMap::new();
-        TraceContextPropagator::new()
-            .inject_context(&tracing::Span::current().context(), &mut carrier);
-        for (key, value) in &carrier {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value.as_str()),
-            });
-        }
+        let headers = headers(webhook, event_type);
         let mut record = FutureRecord::<str, [u8]>::to(topic)
             .payload(webhook.body().as_ref())
             .headers(headers);

@@ -152,50 +152,18 @@ pub async fn backfill(
         ..BackfillSummary::default()
     };
     while progress.resource < RESOURCES.len() {
-        let (resource, event_type) = RESOURCES[progress.resource];
-        summary.resource = progress.resource;
-        if resource == "users" && summary.totals[1].is_none() {
-            summary.totals[1] = total_users(&mut api).await;
-        }
-        let page = api
-            .page(
-                &format!("/v1/{resource}"),
-                config.page_size,
-                progress.offset,
-            )
-            .await?;
-        summary.pages += 1;
-        summary.listed[progress.resource] += page.items.len() as u64;
-        if page.total_count.is_some() {
-            summary.totals[progress.resource] = page.total_count;
-        }
-        if let Some(db) = &mut db {
-            db.add(progress.resource, &page.items).await?;
-        }
-        if !config.dry_run {
-            for object in &page.items {
-                let (event_id, body) = synthetic_event(event_type, object)?;
-                publish(producer, &config.topics, &event_id, event_type, &body).await?;
-                summary.published += 1;
-            }
-        }
-        let full_page = page.items.len() as u64 >= u64::from(config.page_size);
-        progress = if full_page {
-            Progress {
-                resource: progress.resource,
-                offset: progress.offset + page.items.len() as u64,
-            }
-        } else {
-            Progress {
-                resource: progress.resource + 1,
-                offset: 0,
-            }
-        };
+        progress = next_page(
+            &config,
+            producer,
+            &mut api,
+            db.as_mut(),
+            progress,
+            &mut summary,
+        )
+        .await?;
         if !config.dry_run {
             save(&config.state_file, &progress)?;
         }
-        summary.requests = api.requests;
-        summary.rate_limited = api.rate_limited;
         on_page(&summary);
     }
     summary.resource = RESOURCES.len();
@@ -205,6 +173,59 @@ pub async fn backfill(
     summary.requests = api.requests;
     summary.rate_limited = api.rate_limited;
     Ok(summary)
+}
+
+/// Lists the page at `progress`, keeps it for the drift measure, publishes it (unless a dry
+/// run); returns where the next page is.
+async fn next_page(
+    config: &BackfillConfig,
+    producer: &FutureProducer,
+    api: &mut ClerkApi,
+    db: Option<&mut DriftDb>,
+    progress: Progress,
+    summary: &mut BackfillSummary,
+) -> Result<Progress> {
+    let (resource, event_type) = RESOURCES[progress.resource];
+    summary.resource = progress.resource;
+    if resource == "users" && summary.totals[1].is_none() {
+        summary.totals[1] = total_users(api).await;
+    }
+    let page = api
+        .page(
+            &format!("/v1/{resource}"),
+            config.page_size,
+            progress.offset,
+        )
+        .await?;
+    summary.pages += 1;
+    summary.listed[progress.resource] += page.items.len() as u64;
+    if page.total_count.is_some() {
+        summary.totals[progress.resource] = page.total_count;
+    }
+    if let Some(db) = db {
+        db.add(progress.resource, &page.items).await?;
+    }
+    if !config.dry_run {
+        for object in &page.items {
+            let (event_id, body) = synthetic_event(event_type, object)?;
+            publish(producer, &config.topics, &event_id, event_type, &body).await?;
+            summary.published += 1;
+        }
+    }
+    summary.requests = api.requests;
+    summary.rate_limited = api.rate_limited;
+    let full_page = page.items.len() as u64 >= u64::from(config.page_size);
+    Ok(if full_page {
+        Progress {
+            resource: progress.resource,
+            offset: progress.offset + page.items.len() as u64,
+        }
+    } else {
+        Progress {
+            resource: progress.resource + 1,
+            offset: 0,
+        }
+    })
 }
 
 /// Measures the drift, confirms what Clerk deleted and (unless a dry run) publishes the

@@ -62,40 +62,8 @@ pub struct BackfillArgs {
 }
 
 pub async fn run(args: BackfillArgs) -> Result<()> {
-    let Some(secret_key) = args.secret_key.clone() else {
-        bail!("CLERK_SECRET_KEY is not set: expected the instance's secret key (sk_…) from the Clerk dashboard");
-    };
-    crate::backfill::check_api_url(&args.api_url)?;
-    if !(1..=500).contains(&args.page_size) {
-        bail!("--page-size: expected 1..500, got {}", args.page_size);
-    }
-    let prune = match (args.prune, &args.database_url) {
-        (false, _) => None,
-        (true, None) => bail!(
-            "DATABASE_URL is not set: --prune measures the synced tables against Clerk's listing"
-        ),
-        (true, Some(url)) => Some(PruneConfig {
-            database_url: url.clone(),
-            max_prune: args.max_prune,
-            force: args.force,
-        }),
-    };
-    if let Some(url) = &args.pushgateway_url {
-        reqwest::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("PUSHGATEWAY_URL: expected a URL, got `{url}`: {e}"))?;
-    }
+    let config = config(&args)?;
     let producer = crate::dlq::producer(&args.kafka.brokers, &args.kafka.options())?;
-    let config = BackfillConfig {
-        api_url: args.api_url.clone(),
-        secret_key,
-        page_size: args.page_size,
-        rate: args.rate,
-        topics: args.topics.topics(),
-        dry_run: args.dry_run,
-        state_file: args.state_file.clone(),
-        resume: args.resume,
-        prune,
-    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -129,4 +97,41 @@ pub async fn run(args: BackfillArgs) -> Result<()> {
         return Err(Found(format!("drift: {drift} rows differ from Clerk")).into());
     }
     Ok(())
+}
+
+/// The library's configuration from the arguments, each setting checked.
+fn config(args: &BackfillArgs) -> Result<BackfillConfig> {
+    let Some(secret_key) = args.secret_key.clone() else {
+        bail!("CLERK_SECRET_KEY is not set: expected the instance's secret key (sk_…) from the Clerk dashboard");
+    };
+    crate::backfill::check_api_url(&args.api_url)?;
+    if !(1..=500).contains(&args.page_size) {
+        bail!("--page-size: expected 1..500, got {}", args.page_size);
+    }
+    let prune = match (args.prune, &args.database_url) {
+        (false, _) => None,
+        (true, None) => bail!(
+            "DATABASE_URL is not set: --prune measures the synced tables against Clerk's listing"
+        ),
+        (true, Some(url)) => Some(PruneConfig {
+            database_url: url.clone(),
+            max_prune: args.max_prune,
+            force: args.force,
+        }),
+    };
+    if let Some(url) = &args.pushgateway_url {
+        reqwest::Url::parse(url)
+            .map_err(|e| anyhow::anyhow!("PUSHGATEWAY_URL: expected a URL, got `{url}`: {e}"))?;
+    }
+    Ok(BackfillConfig {
+        api_url: args.api_url.clone(),
+        secret_key,
+        page_size: args.page_size,
+        rate: args.rate,
+        topics: args.topics.topics(),
+        dry_run: args.dry_run,
+        state_file: args.state_file.clone(),
+        resume: args.resume,
+        prune,
+    })
 }

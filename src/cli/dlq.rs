@@ -196,56 +196,38 @@ async fn redrive_letters(
             ))
         })
         .transpose()?;
-    let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &group)?;
-    let topic = args.topic_dlq.clone();
-    let from_committed = only.is_none();
-    let (consumer, letters) = tokio::task::spawn_blocking(move || {
-        let letters = dlq::read_to_end(&consumer, &topic, from_committed);
-        letters.map(|l| (consumer, l))
-    })
-    .await??;
-    let selected: Vec<_> = letters
-        .iter()
-        .filter(|l| only.is_none_or(|(p, o)| l.partition == p && l.offset == o))
-        .collect();
-    let producer = dlq::producer(&args.kafka.brokers, &args.kafka.options())?;
-    let mut done = Vec::new();
-    for letter in &selected {
-        let target = letter.header(header::ORIGINAL_TOPIC).unwrap_or_default();
-        if !dry_run {
-            dlq::republish(&producer, &args.topic_dlq, letter).await?;
-            if only.is_none() {
-                dlq::commit_past(&consumer, &args.topic_dlq, letter)?;
-            }
-        }
+    let redrive = dlq::Redrive {
+        brokers: args.kafka.brokers.clone(),
+        options: args.kafka.options(),
+        topic: args.topic_dlq.clone(),
+        group,
+        only,
+        dry_run,
+    };
+    let done = dlq::redrive(&redrive, |r| {
         if !json {
             println!(
-                "{} {}:{}:{} to {target}",
+                "{} {}:{}:{} to {}",
                 if dry_run { "would redrive" } else { "redriven" },
                 args.topic_dlq,
-                letter.partition,
-                letter.offset
+                r.partition,
+                r.offset,
+                r.original_topic
             );
         }
-        done.push(
-            serde_json::json!({"partition": letter.partition, "offset": letter.offset,
-            "original_topic": target}),
-        );
-    }
+    })
+    .await?;
     if json {
         let out = serde_json::json!({"topic": args.topic_dlq, "dry_run": dry_run,
             "count": done.len(), "dead_letters": done});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
-            "{} dead letters {}",
-            selected.len(),
-            if dry_run {
-                "would be redriven"
-            } else {
-                "redriven"
-            }
-        );
+        let verb = if dry_run {
+            "would be redriven"
+        } else {
+            "redriven"
+        };
+        println!("{} dead letters {verb}", done.len());
     }
     Ok(())
 }

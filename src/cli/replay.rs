@@ -4,7 +4,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use clerk_sync_core::Secret;
-use clerk_sync_worker::replay::{replay, ReplayConfig, Start};
+use clerk_sync_worker::replay::{replay, ReplayConfig, ReplaySummary, Start};
 use clerk_sync_worker::{Health, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 
@@ -109,6 +109,22 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
     clerk_sync_worker::migrate(&pool)
         .await
         .context("applying migrations")?;
+    let config = config(&args);
+    let health = Health::new(
+        pool.clone(),
+        WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?,
+    );
+    let mut progress = Progress::new();
+    let summary = replay(&config, &pool, &health, &cancel, |read, total| {
+        progress.show(read, total)
+    })
+    .await?;
+    progress.finish();
+    print_summary(&args, &summary)
+}
+
+/// The library's configuration from the arguments.
+fn config(args: &ReplayArgs) -> ReplayConfig {
     let topics = if args.topics.is_empty() {
         args.topic_names.topics().synced()
     } else {
@@ -121,7 +137,7 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
     } else {
         Start::Offsets(args.from_offset.clone())
     };
-    let config = ReplayConfig {
+    ReplayConfig {
         brokers: args.kafka.brokers.clone(),
         options: args.kafka.options(),
         group: args
@@ -133,40 +149,57 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
         until_ms: args.until_time,
         batch_max: args.batch_max.max(1),
         dry_run: args.dry_run,
-    };
-    let health = Health::new(
-        pool.clone(),
-        WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?,
-    );
-
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} replay [{bar:40}] {pos}/{len} records ({per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
-    let mut last_line = Instant::now();
-    let summary = replay(&config, &pool, &health, &cancel, |read, total| match &bar {
-        Some(bar) => {
-            bar.set_length(total);
-            bar.set_position(read);
-        }
-        None if last_line.elapsed() > Duration::from_secs(5) => {
-            eprintln!("replay: {read}/{total} records");
-            last_line = Instant::now();
-        }
-        None => {}
-    })
-    .await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
     }
+}
+
+/// A bar on a terminal; a line every 5 s otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} replay [{bar:40}] {pos}/{len} records ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            last_line: Instant::now(),
+        }
+    }
+
+    fn show(&mut self, read: u64, total: u64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(read);
+            }
+            None if self.last_line.elapsed() > Duration::from_secs(5) => {
+                eprintln!("replay: {read}/{total} records");
+                self.last_line = Instant::now();
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn print_summary(args: &ReplayArgs, summary: &ReplaySummary) -> Result<()> {
     if args.json {
-        let mut out = serde_json::to_value(&summary)?;
+        let mut out = serde_json::to_value(summary)?;
         out["dry_run"] = args.dry_run.into();
         out["duration_seconds"] = summary.duration.as_secs_f64().into();
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -96,44 +96,55 @@ impl TempPostgres {
             .arg(&data))
         .context("initdb failed")?;
         if tls {
-            let mut openssl = if as_postgres_user {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--", "openssl"]);
-                c
-            } else {
-                Command::new("openssl")
-            };
-            run(openssl
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                ])
-                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-                .arg(data.join("server.key"))
-                .arg("-out")
-                .arg(data.join("server.crt")))
-            .context("making a certificate needs the `openssl` command")?;
+            pg.self_signed_certificate(&data)?;
             pg.settings = " -c ssl=on".to_owned();
         }
+        pg.start_on_a_free_port(&data)?;
+        Ok(pg)
+    }
+
+    /// A certificate for 127.0.0.1 in the data directory (`server.crt`, `server.key`).
+    fn self_signed_certificate(&self, data: &std::path::Path) -> Result<()> {
+        let mut openssl = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "openssl"]);
+            c
+        } else {
+            Command::new("openssl")
+        };
+        run(openssl
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(data.join("server.key"))
+            .arg("-out")
+            .arg(data.join("server.crt")))
+        .context("making a certificate needs the `openssl` command")
+    }
+
+    /// A port found free can be taken before the server binds it: five tries.
+    fn start_on_a_free_port(&mut self, data: &std::path::Path) -> Result<()> {
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
             let options = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
                  -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{}",
-                pg.settings
+                self.settings
             );
-            let log = pg.dir.path().join("postgres.log");
-            let started = run(pg
+            let log = self.dir.path().join("postgres.log");
+            let started = run(self
                 .command("pg_ctl")
                 .args(["-w", "-t", "30", "-D"])
-                .arg(&data)
+                .arg(data)
                 .arg("-l")
                 .arg(&log)
                 .args(["-o", &options, "start"]));
             match started {
                 Ok(()) => {
-                    pg.port = port;
-                    return Ok(pg);
+                    self.port = port;
+                    return Ok(());
                 }
                 Err(e) => last_error = Some(e),
             }

@@ -48,25 +48,7 @@ pub async fn apply_records(
         records: records.len(),
         ..BatchReport::default()
     };
-    let mut poison = Vec::new();
-    // The decodable events, borrowed from their records, and the record each came from.
-    let mut all: Vec<&(EventMeta, ClerkEvent)> = Vec::with_capacity(records.len());
-    let mut indexes: Vec<usize> = Vec::with_capacity(records.len());
-    for (index, record) in records.iter().enumerate() {
-        match &record.decoded {
-            Ok(event) => {
-                all.push(event);
-                indexes.push(index);
-            }
-            Err(e) => {
-                warn_undecodable(record, e);
-                poison.push(Poison {
-                    index,
-                    failure: failure(e, 1, now_ms()),
-                });
-            }
-        }
-    }
+    let (all, indexes, mut poison) = decodable(records);
     let first_failure = now_ms();
     // Retried whole when the guard in `apply_or_isolate` finds the database at fault (every
     // part failed, so nothing of it was committed).
@@ -99,6 +81,30 @@ pub async fn apply_records(
     }
     poison.sort_by_key(|p| p.index);
     Ok((report, poison))
+}
+
+/// The decodable events, borrowed from their records, with the record each came from; the
+/// undecodable records set aside.
+fn decodable(records: &[Record]) -> (Vec<&(EventMeta, ClerkEvent)>, Vec<usize>, Vec<Poison>) {
+    let mut all = Vec::with_capacity(records.len());
+    let mut indexes = Vec::with_capacity(records.len());
+    let mut poison = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        match &record.decoded {
+            Ok(event) => {
+                all.push(event);
+                indexes.push(index);
+            }
+            Err(e) => {
+                warn_undecodable(record, e);
+                poison.push(Poison {
+                    index,
+                    failure: failure(e, 1, now_ms()),
+                });
+            }
+        }
+    }
+    (all, indexes, poison)
 }
 
 /// Outcomes by position in `all`, and the positions the database rejects with their errors.
@@ -136,6 +142,18 @@ async fn apply_or_isolate(
         Err(e) => e,
     };
     warn!(error_kind = first.kind().as_str(), error = %error_chain(&first), "batch rejected; splitting it to find the records the database rejects");
+    let (applied, rejected) = bisect(pool, all, health, cancel).await?;
+    every_record_alike(all, applied, rejected)
+}
+
+/// Applies `all` in halves, each in its own transaction, until the records the database
+/// rejects stand alone.
+async fn bisect(
+    pool: &PgPool,
+    all: &[&(EventMeta, ClerkEvent)],
+    health: &Health,
+    cancel: &CancellationToken,
+) -> Result<Isolated> {
     let mut applied = Vec::with_capacity(all.len());
     let mut rejected = Vec::new();
     let mut pending = Vec::from(halves(0..all.len()));
@@ -155,7 +173,17 @@ async fn apply_or_isolate(
             Err(e) => return Err(e),
         }
     }
-    // Several deliveries of one event fail alike because they are alike: that is the record.
+    Ok((applied, rejected))
+}
+
+/// The guard: every record of several distinct events rejected alone with the same error is
+/// the database's fault, not the records'. (Several deliveries of one event fail alike because
+/// they are alike: that is the record.)
+fn every_record_alike(
+    all: &[&(EventMeta, ClerkEvent)],
+    applied: Vec<(usize, Outcome)>,
+    mut rejected: Vec<(usize, Error)>,
+) -> Result<Isolated> {
     let distinct_events = all
         .iter()
         .map(|e| e.0.id.as_str())

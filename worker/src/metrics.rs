@@ -64,102 +64,84 @@ impl From<Outcome> for EventOutcome {
     }
 }
 
+const LAG_OFFSETS: &str = "Records written but not yet applied (log end minus committed)";
+const LAG_SECONDS: &str = "Age of the oldest unapplied record; 0 when caught up";
+const FRESHNESS: &str = "Now minus the Clerk timestamp of the newest event applied";
+
 const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 impl WorkerMetrics {
     pub fn new(registry: Registry, topics: &[String]) -> prometheus::Result<Self> {
-        let events = IntCounterVec::new(
-            Opts::new(
-                "clerk_sync_worker_events_total",
-                "Events consumed, by topic and outcome",
-            ),
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels)?,
+            )
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            registered(&registry, Histogram::with_opts(opts)?)
+        };
+        let events = counter(
+            "clerk_sync_worker_events_total",
+            "Events consumed, by topic and outcome",
             &["topic", "outcome"],
         )?;
-        let batch_size = Histogram::with_opts(
-            HistogramOpts::new("clerk_sync_worker_batch_size_events", "Records per batch").buckets(
-                vec![
+        let retries = counter(
+            "clerk_sync_worker_retries_total",
+            "Transient failures retried, by error kind",
+            &["error_kind"],
+        )?;
+        let dead_letters = counter(
+            "clerk_sync_worker_dead_letters_total",
+            "Records sent to the dead-letter topic, by error kind",
+            &["error_kind"],
+        )?;
+        let (lag_offsets, lag_seconds, freshness) = lag_gauges(&registry)?;
+        let metrics = WorkerMetrics {
+            events,
+            batch_size: histogram(
+                "clerk_sync_worker_batch_size_events",
+                "Records per batch",
+                &[
                     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
                 ],
-            ),
-        )?;
-        let batch_duration = Histogram::with_opts(
-            HistogramOpts::new(
+            )?,
+            batch_duration: histogram(
                 "clerk_sync_worker_batch_duration_seconds",
                 "Time to apply a batch, retries included",
-            )
-            .buckets(SECONDS.to_vec()),
-        )?;
-        let transaction_duration = Histogram::with_opts(
-            HistogramOpts::new(
+                SECONDS,
+            )?,
+            transaction_duration: histogram(
                 "clerk_sync_worker_db_transaction_duration_seconds",
                 "Time of one batch transaction",
-            )
-            .buckets(SECONDS.to_vec()),
-        )?;
-        let retries = IntCounterVec::new(
-            Opts::new(
-                "clerk_sync_worker_retries_total",
-                "Transient failures retried, by error kind",
-            ),
-            &["error_kind"],
-        )?;
-        let dead_letters = IntCounterVec::new(
-            Opts::new(
-                "clerk_sync_worker_dead_letters_total",
-                "Records sent to the dead-letter topic, by error kind",
-            ),
-            &["error_kind"],
-        )?;
-        let lag_offsets = IntGaugeVec::new(
-            Opts::new(
-                "clerk_sync_consumer_lag_offsets",
-                "Records written but not yet applied (log end minus committed)",
-            ),
-            &["topic", "partition"],
-        )?;
-        let lag_seconds = GaugeVec::new(
-            Opts::new(
-                "clerk_sync_consumer_lag_seconds",
-                "Age of the oldest unapplied record; 0 when caught up",
-            ),
-            &["topic", "partition"],
-        )?;
-        let freshness = Gauge::new(
-            "clerk_sync_worker_freshness_seconds",
-            "Now minus the Clerk timestamp of the newest event applied",
-        )?;
-        registry.register(Box::new(events.clone()))?;
-        registry.register(Box::new(batch_size.clone()))?;
-        registry.register(Box::new(batch_duration.clone()))?;
-        registry.register(Box::new(transaction_duration.clone()))?;
-        registry.register(Box::new(retries.clone()))?;
-        registry.register(Box::new(dead_letters.clone()))?;
-        registry.register(Box::new(lag_offsets.clone()))?;
-        registry.register(Box::new(lag_seconds.clone()))?;
-        registry.register(Box::new(freshness.clone()))?;
-        for kind in ErrorKind::ALL {
-            retries.with_label_values(&[kind.as_str()]);
-            dead_letters.with_label_values(&[kind.as_str()]);
-        }
-        for topic in topics {
-            for outcome in EventOutcome::ALL {
-                events.with_label_values(&[topic.as_str(), outcome.as_str()]);
-            }
-        }
-        Ok(WorkerMetrics {
-            registry,
-            events,
-            batch_size,
-            batch_duration,
-            transaction_duration,
+                SECONDS,
+            )?,
             retries,
             dead_letters,
             lag_offsets,
             lag_seconds,
             freshness,
-        })
+            registry: registry.clone(),
+        };
+        metrics.show_every_label_value(topics);
+        Ok(metrics)
+    }
+
+    /// Every label value shows from the start, at 0, so rates and alerts work at once.
+    fn show_every_label_value(&self, topics: &[String]) {
+        for kind in ErrorKind::ALL {
+            self.retries.with_label_values(&[kind.as_str()]);
+            self.dead_letters.with_label_values(&[kind.as_str()]);
+        }
+        for topic in topics {
+            for outcome in EventOutcome::ALL {
+                self.events
+                    .with_label_values(&[topic.as_str(), outcome.as_str()]);
+            }
+        }
     }
 
     pub fn record_lag(&self, lags: &[PartitionLag]) {
@@ -180,4 +162,37 @@ impl WorkerMetrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
     }
+}
+
+/// `collector`, registered in `registry`.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+fn lag_gauges(registry: &Registry) -> prometheus::Result<(IntGaugeVec, GaugeVec, Gauge)> {
+    let partition = ["topic", "partition"];
+    Ok((
+        registered(
+            registry,
+            IntGaugeVec::new(
+                Opts::new("clerk_sync_consumer_lag_offsets", LAG_OFFSETS),
+                &partition,
+            )?,
+        )?,
+        registered(
+            registry,
+            GaugeVec::new(
+                Opts::new("clerk_sync_consumer_lag_seconds", LAG_SECONDS),
+                &partition,
+            )?,
+        )?,
+        registered(
+            registry,
+            Gauge::new("clerk_sync_worker_freshness_seconds", FRESHNESS)?,
+        )?,
+    ))
 }

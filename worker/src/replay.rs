@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use clerk_sync_kafka::Role;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{apply_events_dry_run, Outcome};
+use crate::apply::apply_events_dry_run;
 use crate::batch::{apply_records, warn_undecodable};
 use crate::{decode_record, Error, EventOutcome, Health, Record, Result};
 
@@ -80,7 +80,6 @@ fn consumer(config: &ReplayConfig) -> Result<StreamConsumer> {
 fn plan(consumer: &StreamConsumer, config: &ReplayConfig) -> Result<(TopicPartitionList, Ranges)> {
     let timeout = Duration::from_secs(10);
     let mut ranges = BTreeMap::new();
-    let mut starts = TopicPartitionList::new();
     let mut lows = BTreeMap::new();
     for (topic, partition, low, high) in
         crate::watermarks::watermarks(consumer, &config.topics, timeout)?
@@ -94,52 +93,14 @@ fn plan(consumer: &StreamConsumer, config: &ReplayConfig) -> Result<(TopicPartit
             },
         );
     }
-    match &config.start {
-        Start::Beginning => {
-            for ((topic, partition), low) in &lows {
-                starts
-                    .add_partition_offset(topic, *partition, Offset::Offset(*low))
-                    .map_err(Error::Kafka)?;
-            }
-        }
-        Start::Time(ms) => {
-            let mut query = TopicPartitionList::new();
-            for (topic, partition) in lows.keys() {
-                query
-                    .add_partition_offset(topic, *partition, Offset::Offset(*ms))
-                    .map_err(Error::Kafka)?;
-            }
-            // The lookup narrows the read; records older than the start are also skipped one by
-            // one, so a broker that answers it wrongly costs time, never correctness.
-            let found = consumer
-                .offsets_for_times(query, timeout)
-                .map_err(Error::Kafka)?;
-            for e in found.elements() {
-                let low = lows
-                    .get(&(e.topic().to_owned(), e.partition()))
-                    .copied()
-                    .unwrap_or(0);
-                let offset = match e.offset() {
-                    Offset::Offset(o) if o >= low => o,
-                    Offset::End => ranges
-                        .get(&(e.topic().to_owned(), e.partition()))
-                        .map_or(low, |r| r.end),
-                    _ => low,
-                };
-                starts
-                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(offset))
-                    .map_err(Error::Kafka)?;
-            }
-        }
+    let starts = match &config.start {
+        Start::Beginning => offsets(lows.iter().map(|((t, p), low)| (t.as_str(), *p, *low)))?,
+        Start::Time(ms) => starts_at_time(consumer, *ms, &lows, &ranges, timeout)?,
         Start::Offsets(explicit) => {
             ranges.retain(|key, _| explicit.iter().any(|(t, p, _)| (t, p) == (&key.0, &key.1)));
-            for (topic, partition, offset) in explicit {
-                starts
-                    .add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                    .map_err(Error::Kafka)?;
-            }
+            offsets(explicit.iter().map(|(t, p, o)| (t.as_str(), *p, *o)))?
         }
-    }
+    };
     for e in starts.elements() {
         if let (Some(range), Offset::Offset(start)) = (
             ranges.get_mut(&(e.topic().to_owned(), e.partition())),
@@ -149,6 +110,43 @@ fn plan(consumer: &StreamConsumer, config: &ReplayConfig) -> Result<(TopicPartit
         }
     }
     Ok((starts, ranges))
+}
+
+fn offsets<'a>(starts: impl Iterator<Item = (&'a str, i32, i64)>) -> Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, offset) in starts {
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(Error::Kafka)?;
+    }
+    Ok(list)
+}
+
+/// Where each partition's records from `ms` on start. The lookup narrows the read; records
+/// older than the start are also skipped one by one, so a broker that answers it wrongly costs
+/// time, never correctness.
+fn starts_at_time(
+    consumer: &StreamConsumer,
+    ms: i64,
+    lows: &BTreeMap<(String, i32), i64>,
+    ranges: &Ranges,
+    timeout: Duration,
+) -> Result<TopicPartitionList> {
+    let query = offsets(lows.keys().map(|(t, p)| (t.as_str(), *p, ms)))?;
+    let found = consumer
+        .offsets_for_times(query, timeout)
+        .map_err(Error::Kafka)?;
+    let mut starts = Vec::new();
+    for e in found.elements() {
+        let key = (e.topic().to_owned(), e.partition());
+        let low = lows.get(&key).copied().unwrap_or(0);
+        let offset = match e.offset() {
+            Offset::Offset(o) if o >= low => o,
+            Offset::End => ranges.get(&key).map_or(low, |r| r.end),
+            _ => low,
+        };
+        starts.push((e.topic().to_owned(), e.partition(), offset));
+    }
+    offsets(starts.iter().map(|(t, p, o)| (t.as_str(), *p, *o)))
 }
 
 /// How long the broker may have nothing before a partial batch is written.
@@ -175,77 +173,20 @@ pub async fn replay(
         }
     }
     consumer.assign(&starts).map_err(Error::Kafka)?;
-    let start_ms = match config.start {
-        Start::Time(ms) => Some(ms),
-        _ => None,
-    };
     let mut dry_tx = if config.dry_run {
         Some(pool.begin().await?)
     } else {
         None
     };
-
     while ranges.values().any(|r| !r.done) {
-        // Decoded as they arrive: a batch holds no raw copy of its records.
-        let mut records: Vec<Record> = Vec::new();
-        while records.len() < config.batch_max {
-            // A replay reads a backlog: a batch fills up to --batch-max and is written early
-            // only when the broker has had nothing for a moment (a slow tail, a filtered range).
-            let message = tokio::select! {
-                _ = cancel.cancelled() => return Err(Error::Cancelled),
-                _ = tokio::time::sleep(IDLE_GAP), if !records.is_empty() => break,
-                m = consumer.recv() => m.map_err(Error::Kafka)?.detach(),
-            };
-            let key = (message.topic().to_owned(), message.partition());
-            let Some(range) = ranges.get_mut(&key) else {
-                continue;
-            };
-            if message.offset() >= range.end {
-                range.done = true;
-                continue;
-            }
-            if message.offset() + 1 >= range.end {
-                range.done = true;
-            }
-            summary.read += 1;
-            let at = message.timestamp().to_millis().unwrap_or(0);
-            if start_ms.is_some_and(|s| at < s) || config.until_ms.is_some_and(|u| at > u) {
-                summary.skipped_by_time += 1;
-                continue;
-            }
-            records.push(decode_record(&message));
-            if ranges.values().all(|r| r.done) {
-                break;
-            }
-        }
+        let records = next_batch(&consumer, config, &mut ranges, &mut summary, cancel).await?;
         match dry_tx.as_mut() {
-            Some(tx) => {
-                // The batch as the worker writes it, inside the one transaction rolled back.
-                let mut events = Vec::with_capacity(records.len());
-                for record in &records {
-                    match &record.decoded {
-                        Ok(event) => events.push(event),
-                        Err(e) => {
-                            warn_undecodable(record, e);
-                            summary.rejected += 1;
-                        }
-                    }
-                }
-                for outcome in apply_events_dry_run(tx, &events).await? {
-                    count(&mut summary, outcome);
-                }
-            }
+            Some(tx) => apply_dry(tx, &records, &mut summary).await?,
             None => {
                 let (report, poison) = apply_records(pool, &records, health, cancel).await?;
                 summary.rejected += poison.len() as u64;
                 for ((_, outcome), n) in report.by_topic {
-                    match outcome {
-                        EventOutcome::Applied => summary.applied += n,
-                        EventOutcome::Stale => summary.stale += n,
-                        EventOutcome::Duplicate => summary.duplicate += n,
-                        EventOutcome::Ignored => summary.ignored += n,
-                        EventOutcome::DeadLettered => {}
-                    }
+                    summary.add(outcome, n);
                 }
             }
         }
@@ -258,11 +199,82 @@ pub async fn replay(
     Ok(summary)
 }
 
-fn count(summary: &mut ReplaySummary, outcome: Outcome) {
-    match outcome {
-        Outcome::Applied => summary.applied += 1,
-        Outcome::Stale => summary.stale += 1,
-        Outcome::Duplicate => summary.duplicate += 1,
-        Outcome::Ignored => summary.ignored += 1,
+/// The next batch, decoded as it arrives (a batch holds no raw copy of its records): up to
+/// `--batch-max`, written early only when the broker has had nothing for a moment (a slow tail,
+/// a filtered range). Records past their partition's end or outside the time window are left.
+async fn next_batch(
+    consumer: &StreamConsumer,
+    config: &ReplayConfig,
+    ranges: &mut Ranges,
+    summary: &mut ReplaySummary,
+    cancel: &CancellationToken,
+) -> Result<Vec<Record>> {
+    let start_ms = match config.start {
+        Start::Time(ms) => Some(ms),
+        _ => None,
+    };
+    let mut records: Vec<Record> = Vec::new();
+    while records.len() < config.batch_max {
+        let message = tokio::select! {
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            _ = tokio::time::sleep(IDLE_GAP), if !records.is_empty() => break,
+            m = consumer.recv() => m.map_err(Error::Kafka)?.detach(),
+        };
+        let key = (message.topic().to_owned(), message.partition());
+        let Some(range) = ranges.get_mut(&key) else {
+            continue;
+        };
+        if message.offset() >= range.end {
+            range.done = true;
+            continue;
+        }
+        if message.offset() + 1 >= range.end {
+            range.done = true;
+        }
+        summary.read += 1;
+        let at = message.timestamp().to_millis().unwrap_or(0);
+        if start_ms.is_some_and(|s| at < s) || config.until_ms.is_some_and(|u| at > u) {
+            summary.skipped_by_time += 1;
+            continue;
+        }
+        records.push(decode_record(&message));
+        if ranges.values().all(|r| r.done) {
+            break;
+        }
+    }
+    Ok(records)
+}
+
+/// The batch as the worker writes it, inside the one transaction a dry run rolls back.
+async fn apply_dry(
+    tx: &mut PgConnection,
+    records: &[Record],
+    summary: &mut ReplaySummary,
+) -> Result<()> {
+    let mut events = Vec::with_capacity(records.len());
+    for record in records {
+        match &record.decoded {
+            Ok(event) => events.push(event),
+            Err(e) => {
+                warn_undecodable(record, e);
+                summary.rejected += 1;
+            }
+        }
+    }
+    for outcome in apply_events_dry_run(tx, &events).await? {
+        summary.add(EventOutcome::from(outcome), 1);
+    }
+    Ok(())
+}
+
+impl ReplaySummary {
+    fn add(&mut self, outcome: EventOutcome, n: u64) {
+        match outcome {
+            EventOutcome::Applied => self.applied += n,
+            EventOutcome::Stale => self.stale += n,
+            EventOutcome::Duplicate => self.duplicate += n,
+            EventOutcome::Ignored => self.ignored += n,
+            EventOutcome::DeadLettered => {}
+        }
     }
 }
