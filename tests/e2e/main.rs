@@ -31,4 +31,5 @@ mod replay;
 mod scripting;
 mod secrets;
 mod settings;
+mod settings_table;
 mod statements;
