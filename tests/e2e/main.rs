@@ -14,6 +14,7 @@ mod deploy_queries;
 mod docker_context;
 mod drift;
 mod failures;
+mod fate;
 mod hostile_input;
 mod lock_order;
 mod lock_timeout;

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::apply::{apply_all, apply_all_in_spans, Outcome};
-use crate::dead_letter::{now_ms, Failure};
+use crate::clock::now_ms;
+use crate::dead_letter::Failure;
 use crate::{Error, EventOutcome, Health, Record, Result};
 
 /// What one batch did.

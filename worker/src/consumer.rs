@@ -5,14 +5,14 @@ use std::time::Duration;
 use clerk_sync_kafka::Role;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::batch::{apply_records, with_retry, BatchReport};
+use crate::batch::BatchReport;
 use crate::dead_letter::DeadLetters;
-use crate::{decode_record, Error, Health, Record, Result, WorkerConfig};
+use crate::{Error, Health, Result, WorkerConfig};
 
 /// How often a batch in hand is checked on (see [`Worker::process_keeping_membership`]).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -275,58 +275,24 @@ impl Worker {
         }
     }
 
-    /// Decodes and applies a batch in one transaction, dead-letters what can never be applied,
-    /// then stores the batch's offsets. Callable step by step from tests.
+    /// Settles a batch (`fate.rs`): applied, what can never be applied dead-lettered, then the
+    /// batch's offsets stored. Callable step by step from tests.
     #[instrument(skip_all, fields(records = batch.len()))]
     pub async fn process_batch(
         &self,
         batch: &[OwnedMessage],
         cancel: &CancellationToken,
     ) -> Result<BatchReport> {
-        let started = std::time::Instant::now();
-        let records: Vec<Record> = batch.iter().map(decode_record).collect();
-        let (report, poison) = apply_records(&self.pool, &records, &self.health, cancel).await?;
-        for p in &poison {
-            let message = &batch[p.index];
-            // A failed dead-letter write is transient: retried, never skipped.
-            with_retry(
-                || self.dead_letters.send(message, &p.failure),
-                &self.health,
-                cancel,
-            )
-            .await?;
-            warn!(
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
-                error_kind = p.failure.kind.as_str(),
-                dlq = self.dead_letters.topic(),
-                "record dead-lettered"
-            );
-        }
-        self.store_offsets(batch)?;
-        let metrics = &self.health.metrics;
-        for ((topic, outcome), n) in &report.by_topic {
-            metrics
-                .events
-                .with_label_values(&[topic.as_str(), outcome.as_str()])
-                .inc_by(*n);
-        }
-        for p in &poison {
-            metrics
-                .dead_letters
-                .with_label_values(&[p.failure.kind.as_str()])
-                .inc();
-        }
-        metrics.batch_size.observe(batch.len() as f64);
-        metrics
-            .batch_duration
-            .observe(started.elapsed().as_secs_f64());
-        if let Some(at) = report.newest_event_ms {
-            self.health.applied_event_at(at);
-            self.health.refresh_freshness(crate::dead_letter::now_ms());
-        }
-        Ok(report)
+        let offsets = ConsumerOffsets(&self.consumer);
+        crate::fate::settle(
+            batch,
+            &self.pool,
+            &self.health,
+            &self.dead_letters,
+            &offsets,
+            cancel,
+        )
+        .await
     }
 
     /// Refreshes the lag and freshness gauges every `lag_interval`, idle or not, until cancelled.
@@ -366,31 +332,12 @@ impl Worker {
             } else {
                 warn!("the broker does not answer; consumer lag not measured");
             }
-            self.health.refresh_freshness(crate::dead_letter::now_ms());
+            self.health.refresh_freshness(crate::clock::now_ms());
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.config.lag_interval) => {}
             }
         }
-    }
-
-    fn store_offsets(&self, batch: &[OwnedMessage]) -> Result<()> {
-        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for m in batch {
-            let entry = next.entry((m.topic(), m.partition())).or_insert(0);
-            *entry = (*entry).max(m.offset() + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-                .map_err(Error::Kafka)?;
-        }
-        if let Err(e) = self.consumer.store_offsets(&tpl) {
-            // After a rebalance the partition may belong to another member, which re-reads from
-            // the last commit: harmless thanks to version-guarded upserts.
-            warn!(error = %crate::error_chain(&e), "could not store offsets (partition revoked?)");
-        }
-        Ok(())
     }
 
     /// Commits stored offsets synchronously (used at shutdown).
@@ -403,5 +350,24 @@ impl Worker {
             )) => Ok(()),
             Err(e) => Err(Error::Kafka(e)),
         }
+    }
+}
+
+/// The consumer's offset store: librdkafka commits what is stored every second.
+struct ConsumerOffsets<'a>(&'a StreamConsumer);
+
+impl crate::fate::OffsetStore for ConsumerOffsets<'_> {
+    fn store(&self, next: &BTreeMap<(String, i32), i64>) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(Error::Kafka)?;
+        }
+        if let Err(e) = self.0.store_offsets(&tpl) {
+            // After a rebalance the partition may belong to another member, which re-reads from
+            // the last commit: harmless thanks to version-guarded upserts.
+            warn!(error = %crate::error_chain(&e), "could not store offsets (partition revoked?)");
+        }
+        Ok(())
     }
 }

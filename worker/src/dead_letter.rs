@@ -1,7 +1,7 @@
 //! The dead-letter topic: records that can never be applied, with the context an operator needs.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clerk_sync_kafka::{Replaceable, Role};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -48,12 +48,6 @@ pub struct Failure {
     pub attempts: u32,
     pub first_failure_ms: i64,
     pub last_failure_ms: i64,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Publishes dead letters and waits for the broker's acknowledgement.

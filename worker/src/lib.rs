@@ -7,11 +7,13 @@
 
 pub mod apply;
 mod batch;
+mod clock;
 mod config;
 mod consumer;
 pub mod dead_letter;
 mod decode;
 mod error;
+pub mod fate;
 mod health;
 pub mod lag;
 mod metrics;
