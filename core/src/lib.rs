@@ -36,6 +36,6 @@ pub use ids::{EventId, MembershipId, OrgId, UserId};
 pub use json_text::JsonText;
 pub use millis::Millis;
 pub use route_body::{route_body, Routed};
-pub use routing::{route, Route, Stream, Topics};
+pub use routing::{route, Route, TopicRole, Topics};
 pub use secret::Secret;
 pub use wire::Envelope;

@@ -2,9 +2,9 @@ use serde_json::{Map, Value};
 
 use crate::{Envelope, Error, Result};
 
-/// The stream (Kafka topic role) an event belongs to.
+/// Which of the topics an event belongs to (its role; the names are in [`Topics`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stream {
+pub enum TopicRole {
     Users,
     Organizations,
     Memberships,
@@ -12,13 +12,13 @@ pub enum Stream {
     Other,
 }
 
-impl Stream {
+impl TopicRole {
     pub fn as_str(self) -> &'static str {
         match self {
-            Stream::Users => "users",
-            Stream::Organizations => "organizations",
-            Stream::Memberships => "memberships",
-            Stream::Other => "other",
+            TopicRole::Users => "users",
+            TopicRole::Organizations => "organizations",
+            TopicRole::Memberships => "memberships",
+            TopicRole::Other => "other",
         }
     }
 }
@@ -27,8 +27,8 @@ impl Stream {
 /// events in one partition, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    pub stream: Stream,
-    /// `None` for [`Stream::Other`], whose events have no entity to order by.
+    pub stream: TopicRole,
+    /// `None` for [`TopicRole::Other`], whose events have no entity to order by.
     pub key: Option<String>,
 }
 
@@ -74,11 +74,11 @@ pub(crate) fn decide(event_type: &str, fields: Fields<'_>) -> Result<Route> {
     );
     let (stream, key) = match family {
         "user" if synced => (
-            Stream::Users,
+            TopicRole::Users,
             fields.id.ok_or_else(|| missing("data.id"))?.to_owned(),
         ),
         "organization" if synced => (
-            Stream::Organizations,
+            TopicRole::Organizations,
             fields.id.ok_or_else(|| missing("data.id"))?.to_owned(),
         ),
         "organizationMembership" if synced => {
@@ -88,11 +88,11 @@ pub(crate) fn decide(event_type: &str, fields: Fields<'_>) -> Result<Route> {
             let user = fields
                 .user_id
                 .ok_or_else(|| missing("data.public_user_data.user_id"))?;
-            (Stream::Memberships, format!("{org}:{user}"))
+            (TopicRole::Memberships, format!("{org}:{user}"))
         }
         _ => {
             return Ok(Route {
-                stream: Stream::Other,
+                stream: TopicRole::Other,
                 key: None,
             })
         }
@@ -113,24 +113,33 @@ pub struct Topics {
     pub other: Option<String>,
 }
 
+impl Topics {
+    /// The default names, the one place they are written (flags, `dev` and tests use these).
+    pub const DEFAULT_USERS: &'static str = "clerk.users";
+    pub const DEFAULT_ORGANIZATIONS: &'static str = "clerk.organizations";
+    pub const DEFAULT_MEMBERSHIPS: &'static str = "clerk.memberships";
+    /// The dead-letter topic's default name.
+    pub const DEFAULT_DLQ: &'static str = "clerk.dlq";
+}
+
 impl Default for Topics {
     fn default() -> Self {
         Topics {
-            users: "clerk.users".to_owned(),
-            organizations: "clerk.organizations".to_owned(),
-            memberships: "clerk.memberships".to_owned(),
+            users: Self::DEFAULT_USERS.to_owned(),
+            organizations: Self::DEFAULT_ORGANIZATIONS.to_owned(),
+            memberships: Self::DEFAULT_MEMBERSHIPS.to_owned(),
             other: None,
         }
     }
 }
 
 impl Topics {
-    pub fn for_stream(&self, stream: Stream) -> Option<&str> {
+    pub fn for_stream(&self, stream: TopicRole) -> Option<&str> {
         match stream {
-            Stream::Users => Some(&self.users),
-            Stream::Organizations => Some(&self.organizations),
-            Stream::Memberships => Some(&self.memberships),
-            Stream::Other => self.other.as_deref(),
+            TopicRole::Users => Some(&self.users),
+            TopicRole::Organizations => Some(&self.organizations),
+            TopicRole::Memberships => Some(&self.memberships),
+            TopicRole::Other => self.other.as_deref(),
         }
     }
 

@@ -82,24 +82,33 @@ fn parse_key_value(raw: &str) -> Result<(String, String), String> {
 #[derive(Clone, Debug, Args)]
 pub struct TopicArgs {
     /// Topic for user.* events.
-    #[arg(long, env = "TOPIC_USERS", default_value = "clerk.users")]
+    #[arg(long, env = "TOPIC_USERS", default_value = Topics::DEFAULT_USERS)]
     pub topic_users: String,
     /// Topic for organization.* events.
-    #[arg(
-        long,
-        env = "TOPIC_ORGANIZATIONS",
-        default_value = "clerk.organizations"
-    )]
+    #[arg(long, env = "TOPIC_ORGANIZATIONS", default_value = Topics::DEFAULT_ORGANIZATIONS)]
     pub topic_organizations: String,
     /// Topic for organizationMembership.* events.
-    #[arg(long, env = "TOPIC_MEMBERSHIPS", default_value = "clerk.memberships")]
+    #[arg(long, env = "TOPIC_MEMBERSHIPS", default_value = Topics::DEFAULT_MEMBERSHIPS)]
     pub topic_memberships: String,
     /// Topic for event types the sync ignores; unset: they are acknowledged and dropped.
     #[arg(long, env = "TOPIC_OTHER")]
     pub topic_other: Option<String>,
     /// Dead-letter topic: records the worker can never apply, with their error context.
-    #[arg(long, env = "TOPIC_DLQ", default_value = "clerk.dlq")]
+    #[arg(long, env = "TOPIC_DLQ", default_value = Topics::DEFAULT_DLQ)]
     pub topic_dlq: String,
+}
+
+impl Default for TopicArgs {
+    /// The default names (what `dev` uses).
+    fn default() -> Self {
+        TopicArgs {
+            topic_users: Topics::DEFAULT_USERS.to_owned(),
+            topic_organizations: Topics::DEFAULT_ORGANIZATIONS.to_owned(),
+            topic_memberships: Topics::DEFAULT_MEMBERSHIPS.to_owned(),
+            topic_other: None,
+            topic_dlq: Topics::DEFAULT_DLQ.to_owned(),
+        }
+    }
 }
 
 impl TopicArgs {

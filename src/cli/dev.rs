@@ -72,13 +72,7 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     let database_url = database(&args, &mut local).await?;
     let kafka = broker(&args, &mut local).await?;
     let secret = signing_secret(&args);
-    let topics = TopicArgs {
-        topic_users: "clerk.users".to_owned(),
-        topic_organizations: "clerk.organizations".to_owned(),
-        topic_memberships: "clerk.memberships".to_owned(),
-        topic_other: None,
-        topic_dlq: "clerk.dlq".to_owned(),
-    };
+    let topics = TopicArgs::default();
     // Every topic the worker writes to as well as reads: without the dead-letter topic, the
     // first undecodable record would hold its partition while the write is retried.
     let specs = crate::topics::plan(

@@ -69,7 +69,7 @@ pub enum DlqCommand {
 #[derive(Debug, clap::Args)]
 pub struct DlqArgs {
     /// Dead-letter topic.
-    #[arg(long, env = "TOPIC_DLQ", default_value = "clerk.dlq")]
+    #[arg(long, env = "TOPIC_DLQ", default_value = clerk_sync_core::Topics::DEFAULT_DLQ)]
     pub topic_dlq: String,
     #[command(flatten)]
     pub kafka: KafkaArgs,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use clerk_sync_worker::{apply_records, BatchReport, Health, Poison, Record, WorkerMetrics};
+use clerk_sync_worker::{apply_records, BatchReport, Health, Record, Rejected, WorkerMetrics};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ fn health(pool: &PgPool) -> anyhow::Result<Health> {
     ))
 }
 
-type Applied = clerk_sync_worker::Result<(BatchReport, Vec<Poison>)>;
+type Applied = clerk_sync_worker::Result<(BatchReport, Vec<Rejected>)>;
 
 /// Applies `records` in the background, as the worker's batch step does.
 fn apply_in_background(

@@ -30,7 +30,7 @@ pub struct BatchReport {
 
 /// A record of the batch that can never be applied, by index into the batch.
 #[derive(Debug)]
-pub struct Poison {
+pub struct Rejected {
     pub index: usize,
     pub failure: Failure,
 }
@@ -44,7 +44,7 @@ pub async fn apply_records(
     records: &[Record],
     health: &Health,
     cancel: &CancellationToken,
-) -> Result<(BatchReport, Vec<Poison>)> {
+) -> Result<(BatchReport, Vec<Rejected>)> {
     let mut report = BatchReport {
         records: records.len(),
         ..BatchReport::default()
@@ -68,7 +68,7 @@ pub async fn apply_records(
         warn!(topic = %record.topic, partition = record.partition, offset = record.offset,
               event_id = %all[i].0.id, error_kind = e.kind().as_str(), error = %error_chain(&e),
               "the database rejects this record");
-        poison.push(Poison {
+        poison.push(Rejected {
             index,
             failure: failure(&e, 2, first_failure),
         });
@@ -86,7 +86,7 @@ pub async fn apply_records(
 
 /// The decodable events, borrowed from their records, with the record each came from; the
 /// undecodable records set aside.
-fn decodable(records: &[Record]) -> (Vec<&(EventMeta, ClerkEvent)>, Vec<usize>, Vec<Poison>) {
+fn decodable(records: &[Record]) -> (Vec<&(EventMeta, ClerkEvent)>, Vec<usize>, Vec<Rejected>) {
     let mut all = Vec::with_capacity(records.len());
     let mut indexes = Vec::with_capacity(records.len());
     let mut poison = Vec::new();
@@ -98,7 +98,7 @@ fn decodable(records: &[Record]) -> (Vec<&(EventMeta, ClerkEvent)>, Vec<usize>, 
             }
             Err(e) => {
                 warn_undecodable(record, e);
-                poison.push(Poison {
+                poison.push(Rejected {
                     index,
                     failure: failure(e, 1, now_ms()),
                 });

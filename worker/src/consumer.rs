@@ -14,7 +14,7 @@ use crate::batch::BatchReport;
 use crate::dead_letter::DeadLetters;
 use crate::{Error, Health, Result, WorkerConfig};
 
-/// How often a batch in hand is checked on (see [`Worker::process_keeping_membership`]).
+/// How often a batch in hand is checked on (see [`Worker::process_staying_in_the_group`]).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A consumer-group member that applies batches of records to Postgres.
@@ -126,7 +126,7 @@ impl Worker {
     async fn consume(&self, cancel: &CancellationToken) -> Result<()> {
         let cancel = cancel.clone();
         while let Some(batch) = self.next_batch(&cancel).await? {
-            match self.process_keeping_membership(&batch, &cancel).await {
+            match self.process_staying_in_the_group(&batch, &cancel).await {
                 Ok(report) => tracing::debug!(?report, "batch done"),
                 Err(Error::Cancelled) => {
                     info!("shutdown interrupted a retrying batch; it will be read again");
@@ -209,7 +209,7 @@ impl Worker {
     /// then not be committed, and would be applied twice. So the assigned partitions are paused
     /// (nothing more is read; librdkafka refetches from after the batch once resumed) and the
     /// consumer is polled every second, which also serves rebalances.
-    async fn process_keeping_membership(
+    async fn process_staying_in_the_group(
         &self,
         batch: &[OwnedMessage],
         cancel: &CancellationToken,

@@ -21,7 +21,7 @@ mod migrate;
 pub mod replay;
 mod watermarks;
 
-pub use batch::{apply_records, error_chain, BatchReport, Poison};
+pub use batch::{apply_records, error_chain, BatchReport, Rejected};
 pub use config::WorkerConfig;
 pub use consumer::Worker;
 pub use decode::{decode_record, Record};
