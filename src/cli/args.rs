@@ -268,15 +268,13 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// The library's configuration from the arguments, checked by the library.
     pub fn worker_config(&self) -> Result<clerk_sync_worker::WorkerConfig> {
-        if self.batch_max == 0 {
-            bail!("BATCH_MAX: expected at least 1");
-        }
         let worker_id = self.worker_id.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
             format!("{host}-{}", std::process::id())
         });
-        Ok(clerk_sync_worker::WorkerConfig {
+        let config = clerk_sync_worker::WorkerConfig {
             brokers: self.kafka.brokers.clone(),
             group_id: self.group_id.clone(),
             topics: self.topics.topics().synced(),
@@ -284,9 +282,11 @@ impl WorkerArgs {
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             dlq_topic: self.topics.topic_dlq.clone(),
-            lag_interval: Duration::from_millis(self.lag_refresh_ms.max(100)),
+            lag_interval: Duration::from_millis(self.lag_refresh_ms),
             kafka_options: self.kafka.options(),
             worker_id,
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 }

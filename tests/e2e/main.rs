@@ -34,3 +34,4 @@ mod secrets;
 mod settings;
 mod settings_table;
 mod statements;
+mod worker_build;

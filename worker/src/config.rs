@@ -24,6 +24,36 @@ pub struct WorkerConfig {
     pub worker_id: String,
 }
 
+impl WorkerConfig {
+    /// The first setting that cannot work, named: the one place the worker's settings are
+    /// checked, rejecting rather than clamping.
+    pub fn validate(&self) -> crate::Result<()> {
+        let refuse = |setting: &'static str, expected: &str| {
+            Err(crate::Error::Setting {
+                setting,
+                expected: expected.to_owned(),
+            })
+        };
+        if self.batch_max == 0 {
+            return refuse("BATCH_MAX", "at least 1");
+        }
+        if self.group_id.trim().is_empty() {
+            return refuse("KAFKA_GROUP_ID", "a consumer group name");
+        }
+        if self.lag_interval < Duration::from_millis(100) {
+            return refuse("LAG_REFRESH_MS", "at least 100 (milliseconds)");
+        }
+        // librdkafka's own bounds for session.timeout.ms.
+        if !(1..=3_600_000).contains(&self.session_timeout.as_millis()) {
+            return refuse("KAFKA_SESSION_TIMEOUT_MS", "1..3600000 (milliseconds)");
+        }
+        if self.dlq_topic.trim().is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return refuse("TOPIC_*", "non-empty topic names");
+        }
+        Ok(())
+    }
+}
+
 /// As derived, but with `kafka_options`' secret values redacted.
 impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

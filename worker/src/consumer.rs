@@ -19,8 +19,12 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A consumer-group member that applies batches of records to Postgres.
 pub struct Worker {
-    consumer: StreamConsumer,
+    /// Shared with blocking metadata calls, which run off the async threads (the worker runs
+    /// on a current-thread runtime too).
+    consumer: std::sync::Arc<StreamConsumer>,
     dead_letters: DeadLetters,
+    /// Measures the group's lag every `LAG_REFRESH_MS`, with clients made once.
+    lag_probe: std::sync::Arc<crate::lag::LagProbe>,
     pool: PgPool,
     config: WorkerConfig,
     health: Health,
@@ -32,7 +36,10 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker for `config` (checked first: [`WorkerConfig::validate`]), applying to `pool`,
+    /// reporting through `health`.
     pub fn new(config: WorkerConfig, pool: PgPool, health: Health) -> Result<Self> {
+        config.validate()?;
         let client = clerk_sync_kafka::config(
             Role::Worker {
                 group: &config.group_id,
@@ -43,6 +50,7 @@ impl Worker {
             &config.kafka_options,
         );
         let consumer: StreamConsumer = client.create().map_err(Error::Kafka)?;
+        let consumer = std::sync::Arc::new(consumer);
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(Error::Kafka)?;
         let dead_letters = DeadLetters::new(
@@ -52,9 +60,15 @@ impl Worker {
             &config.worker_id,
         )?;
         let long_batch = clerk_sync_kafka::options::max_poll_interval(&config.kafka_options) / 3;
+        let lag_probe = std::sync::Arc::new(crate::lag::LagProbe::new(
+            &config.brokers,
+            &config.kafka_options,
+            &config.group_id,
+        )?);
         Ok(Worker {
             consumer,
             dead_letters,
+            lag_probe,
             pool,
             config,
             health,
@@ -89,14 +103,20 @@ impl Worker {
         let topic = self.config.dlq_topic.as_str();
         let mut last_log: Option<std::time::Instant> = None;
         loop {
-            let found = tokio::task::block_in_place(|| {
-                self.consumer
-                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+            let (consumer, name) = (self.consumer.clone(), topic.to_owned());
+            let found = tokio::task::spawn_blocking(move || {
+                consumer
+                    .fetch_metadata(Some(&name), Duration::from_secs(5))
                     .map(|m| {
                         m.topics().iter().any(|t| {
-                            t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                            t.name() == name && t.error().is_none() && !t.partitions().is_empty()
                         })
                     })
+            })
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "the topic check did not finish");
+                Err(rdkafka::error::KafkaError::Canceled)
             });
             let why = match found {
                 Ok(true) => {
@@ -299,27 +319,19 @@ impl Worker {
     async fn refresh_lag(&self, cancel: CancellationToken) {
         loop {
             // Broker reachability for /readyz, through the consumer's own connections.
-            let reachable = tokio::task::block_in_place(|| {
-                self.consumer
+            let consumer = self.consumer.clone();
+            let reachable = tokio::task::spawn_blocking(move || {
+                consumer
                     .fetch_metadata(None, std::time::Duration::from_secs(2))
                     .is_ok()
-            });
+            })
+            .await
+            .unwrap_or(false);
             self.health.set_broker_reachable(reachable);
             if reachable {
-                let (brokers, options, group, topics) = (
-                    self.config.brokers.clone(),
-                    self.config.kafka_options.clone(),
-                    self.config.group_id.clone(),
-                    self.config.topics.clone(),
-                );
+                let (probe, topics) = (self.lag_probe.clone(), self.config.topics.clone());
                 let measured = tokio::task::spawn_blocking(move || {
-                    crate::lag::measure_lag(
-                        &brokers,
-                        &options,
-                        &group,
-                        &topics,
-                        std::time::Duration::from_secs(5),
-                    )
+                    probe.measure(&topics, std::time::Duration::from_secs(5))
                 })
                 .await;
                 match measured {

@@ -22,6 +22,11 @@ pub enum Error {
     },
     #[error("shutting down")]
     Cancelled,
+    #[error("{setting}: expected {expected}")]
+    Setting {
+        setting: &'static str,
+        expected: String,
+    },
 }
 
 /// Who a database error says is at fault, which decides between retrying and dead-lettering.
@@ -96,7 +101,7 @@ impl Error {
             Error::Decode(e) => e.is_retryable(),
             Error::EmptyRecord => false,
             Error::EveryRecordRejected { .. } => true,
-            Error::Cancelled => false,
+            Error::Cancelled | Error::Setting { .. } => false,
         }
     }
 
@@ -135,6 +140,7 @@ impl Error {
             },
             Error::EmptyRecord => ErrorKind::EmptyRecord,
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::Setting { .. } => ErrorKind::Setting,
         }
     }
 }
@@ -164,10 +170,12 @@ pub enum ErrorKind {
     InvalidData,
     EmptyId,
     MissingField,
+    /// A setting that cannot work (start-up only).
+    Setting,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::DatabaseConflict,
         ErrorKind::DatabaseUnavailable,
         ErrorKind::DatabaseEnvironment,
@@ -180,6 +188,7 @@ impl ErrorKind {
         ErrorKind::InvalidData,
         ErrorKind::EmptyId,
         ErrorKind::MissingField,
+        ErrorKind::Setting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -196,6 +205,7 @@ impl ErrorKind {
             ErrorKind::InvalidData => "invalid_data",
             ErrorKind::EmptyId => "empty_id",
             ErrorKind::MissingField => "missing_field",
+            ErrorKind::Setting => "setting",
         }
     }
 }

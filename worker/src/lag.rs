@@ -1,7 +1,7 @@
 //! Consumer lag, read from the broker: what a group has committed against each log end, and how
 //! old the oldest unapplied record is. Works whether or not any worker runs.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clerk_sync_kafka::Role;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -29,8 +29,8 @@ fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<
     config.create().map_err(Error::Kafka)
 }
 
-/// Measures `group`'s lag on `topics` (blocking: run it off the async runtime). The group is not
-/// joined: its members and commits are left untouched.
+/// Measures `group`'s lag on `topics` once (blocking: run it off the async runtime). The group
+/// is not joined: its members and commits are left untouched.
 pub fn measure_lag(
     brokers: &str,
     options: &[(String, String)],
@@ -38,47 +38,68 @@ pub fn measure_lag(
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>> {
-    let admin = consumer(brokers, options, group)?;
-    let ends = crate::watermarks::watermarks(&admin, topics, timeout)?;
-    let mut tpl = TopicPartitionList::new();
-    for (topic, partition, _, _) in &ends {
-        tpl.add_partition(topic, *partition);
+    LagProbe::new(brokers, options, group)?.measure(topics, timeout)
+}
+
+/// The clients a lag measure needs, made once and kept: the worker measures every
+/// `LAG_REFRESH_MS` without creating clients each time.
+pub struct LagProbe {
+    /// Reads the group's committed offsets and the log ends.
+    offsets: BaseConsumer,
+    /// Reads the oldest unapplied record's timestamp (under a group of its own, committing
+    /// nothing).
+    records: BaseConsumer,
+}
+
+impl LagProbe {
+    pub fn new(brokers: &str, options: &[(String, String)], group: &str) -> Result<Self> {
+        Ok(LagProbe {
+            offsets: consumer(brokers, options, group)?,
+            records: consumer(brokers, options, &format!("{group}-lag-probe"))?,
+        })
     }
-    let committed = admin
-        .committed_offsets(tpl, timeout)
-        .map_err(Error::Kafka)?;
-    let probe = consumer(brokers, options, &format!("{group}-lag-probe"))?;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut out = Vec::with_capacity(ends.len());
-    for (topic, partition, low, high) in ends {
-        let committed_offset =
-            committed
-                .find_partition(&topic, partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-        // Nothing committed: everything still in the log is unapplied.
-        let next = committed_offset.unwrap_or(low).max(low);
-        let lag = (high - next).max(0);
-        let oldest_unapplied_age_seconds = if lag == 0 {
-            0.0
-        } else {
-            record_timestamp(&probe, &topic, partition, next, timeout)?
-                .map_or(0.0, |ts| ((now_ms - ts).max(0) as f64) / 1000.0)
-        };
-        out.push(PartitionLag {
-            topic,
-            partition,
-            log_end_offset: high,
-            committed_offset,
-            lag,
-            oldest_unapplied_age_seconds,
-        });
+
+    /// The group's lag on `topics`, per partition (blocking).
+    pub fn measure(&self, topics: &[String], timeout: Duration) -> Result<Vec<PartitionLag>> {
+        let ends = crate::watermarks::watermarks(&self.offsets, topics, timeout)?;
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, _, _) in &ends {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = self
+            .offsets
+            .committed_offsets(tpl, timeout)
+            .map_err(Error::Kafka)?;
+        let now_ms = crate::clock::now_ms();
+        let mut out = Vec::with_capacity(ends.len());
+        for (topic, partition, low, high) in ends {
+            let committed_offset =
+                committed
+                    .find_partition(&topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+            // Nothing committed: everything still in the log is unapplied.
+            let next = committed_offset.unwrap_or(low).max(low);
+            let lag = (high - next).max(0);
+            let oldest_unapplied_age_seconds = if lag == 0 {
+                0.0
+            } else {
+                record_timestamp(&self.records, &topic, partition, next, timeout)?
+                    .map_or(0.0, |ts| ((now_ms - ts).max(0) as f64) / 1000.0)
+            };
+            out.push(PartitionLag {
+                topic,
+                partition,
+                log_end_offset: high,
+                committed_offset,
+                lag,
+                oldest_unapplied_age_seconds,
+            });
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// The timestamp (ms) of the record at `offset`, read with a consumer that commits nothing.
