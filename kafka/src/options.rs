@@ -189,17 +189,6 @@ pub fn apply(config: &mut ClientConfig, options: &[(String, String)], client: Cl
     }
 }
 
-/// The `max.poll.interval.ms` in `options` (the last one wins), else librdkafka's default.
-pub fn max_poll_interval(options: &[(String, String)]) -> std::time::Duration {
-    let ms = options
-        .iter()
-        .rev()
-        .find(|(key, _)| key == "max.poll.interval.ms")
-        .and_then(|(_, value)| value.trim().parse().ok())
-        .unwrap_or(300_000);
-    std::time::Duration::from_millis(ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,13 +281,5 @@ mod tests {
             keys(Client::OutsideGroup),
             ["security.protocol", "no.such.property"]
         );
-    }
-
-    #[test]
-    fn the_poll_deadline_is_the_last_one_given_or_librdkafkas_default() {
-        let given = |v: &str| vec![("max.poll.interval.ms".to_owned(), v.to_owned())];
-        assert_eq!(max_poll_interval(&[]).as_secs(), 300);
-        assert_eq!(max_poll_interval(&given("7000")).as_millis(), 7000);
-        assert_eq!(max_poll_interval(&given("nonsense")).as_secs(), 300);
     }
 }

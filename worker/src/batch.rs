@@ -127,10 +127,13 @@ async fn apply_or_isolate(
     health: &Health,
     cancel: &CancellationToken,
 ) -> Result<Isolated> {
-    let span_for = |i: usize| event_span(&records[indexes[i]], &all[i].0);
     let timed = || async {
         let started = std::time::Instant::now();
-        let outcomes = apply_all_in_spans(pool, all, span_for).await?;
+        // One span per event, in the trace it was published in, for this attempt.
+        let spans: Vec<tracing::Span> = (0..all.len())
+            .map(|i| event_span(&records[indexes[i]], &all[i].0))
+            .collect();
+        let outcomes = apply_all_in_spans(pool, all, &spans).await?;
         health
             .metrics
             .transaction_duration

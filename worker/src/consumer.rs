@@ -31,8 +31,6 @@ pub struct Worker {
     /// Records received while a batch was in hand (from partitions assigned meanwhile): the next
     /// batch starts with them.
     carried: Mutex<Vec<OwnedMessage>>,
-    /// A batch running longer than this keeps polling (a third of `max.poll.interval.ms`).
-    long_batch: Duration,
 }
 
 impl Worker {
@@ -59,7 +57,6 @@ impl Worker {
             &config.dlq_topic,
             &config.worker_id,
         )?;
-        let long_batch = clerk_sync_kafka::options::max_poll_interval(&config.kafka_options) / 3;
         let lag_probe = std::sync::Arc::new(crate::lag::LagProbe::new(
             &config.brokers,
             &config.kafka_options,
@@ -73,7 +70,6 @@ impl Worker {
             config,
             health,
             carried: Mutex::new(Vec::new()),
-            long_batch,
         })
     }
 
@@ -223,8 +219,8 @@ impl Worker {
         self.carried.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`Self::process_batch`], polling meanwhile once the batch is retrying (a database outage)
-    /// or has run for a third of `max.poll.interval.ms`. librdkafka takes an application that stops polling for
+    /// [`Self::process_batch`], polling meanwhile once the batch has been in hand for a second
+    /// (a database outage being retried, or a long batch). librdkafka takes an application that stops polling for
     /// `max.poll.interval.ms` (5 min) for dead and leaves the group: the batch in hand could
     /// then not be committed, and would be applied twice. So the assigned partitions are paused
     /// (nothing more is read; librdkafka refetches from after the batch once resumed) and the
@@ -243,7 +239,9 @@ impl Worker {
             tokio::select! {
                 result = &mut work => break result,
                 _ = checks.tick() => {
-                    if paused || self.health.is_retrying() || started.elapsed() >= self.long_batch {
+                    // Any batch in hand past a check (one second): retrying an outage, or long.
+                    // Deciding from the clock alone keeps the retry state where it is kept.
+                    if paused || started.elapsed() >= CHECK_EVERY {
                         if !paused {
                             info!("batch still in hand; pausing the partitions and polling meanwhile");
                         }

@@ -87,17 +87,16 @@ async fn apply_events_for(
 
 /// Applies events in one transaction: all or nothing.
 pub async fn apply_all(pool: &PgPool, events: &[impl Event]) -> Result<Vec<Outcome>> {
-    apply_all_in_spans(pool, events, |_| tracing::Span::none()).await
+    apply_all_in_spans(pool, events, &[]).await
 }
 
-/// [`apply_all`], with one span per event (`span_for(index)`; the worker puts each in the trace
-/// the event was published in). Each span lasts while its batch is written.
+/// [`apply_all`], each event's outcome recorded in its span (`spans[i]`, made by the caller:
+/// the worker puts each in the trace the event was published in; none when empty).
 pub async fn apply_all_in_spans(
     pool: &PgPool,
     events: &[impl Event],
-    span_for: impl Fn(usize) -> tracing::Span,
+    spans: &[tracing::Span],
 ) -> Result<Vec<Outcome>> {
-    let spans: Vec<tracing::Span> = (0..events.len()).map(span_for).collect();
     let mut tx = pool.begin().await?;
     let outcomes = apply_events(&mut tx, events).await?;
     tx.commit().await?;
