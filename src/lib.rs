@@ -4,7 +4,6 @@
 pub mod backfill;
 pub mod cli;
 pub mod compare;
-pub mod dlq;
 pub mod local;
 pub mod logging;
 pub mod topics;

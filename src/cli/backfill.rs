@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use clerk_sync_core::Secret;
 
@@ -63,7 +63,13 @@ pub struct BackfillArgs {
 
 pub async fn run(args: BackfillArgs) -> Result<()> {
     let config = config(&args)?;
-    let producer = crate::dlq::producer(&args.kafka.brokers, &args.kafka.options())?;
+    let producer: rdkafka::producer::FutureProducer = clerk_sync_kafka::config(
+        clerk_sync_kafka::Role::Tool,
+        &args.kafka.brokers,
+        &args.kafka.options(),
+    )
+    .create()
+    .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(200));

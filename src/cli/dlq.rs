@@ -3,7 +3,7 @@ use clap::Subcommand;
 use clerk_sync_worker::dead_letter::header;
 
 use super::{Found, KafkaArgs};
-use crate::dlq;
+use clerk_sync_worker::dead_letter::tools as dlq;
 
 /// The redrive group: it remembers how far redrives went, so none is applied twice, and what
 /// is past its position is "waiting".
@@ -75,15 +75,19 @@ pub struct DlqArgs {
     pub kafka: KafkaArgs,
 }
 
+/// What a client that cannot be made says (the settings it was made from).
+const CLIENT: &str = "KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka client";
+
 fn inspect_group() -> String {
     format!("clerk-sync-dlq-inspect-{}", std::process::id())
 }
 
 /// Every dead letter, read without committing anything.
 async fn read_all(args: &DlqArgs) -> Result<Vec<clerk_sync_worker::dead_letter::DeadLetter>> {
-    let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())?;
+    let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())
+        .context(CLIENT)?;
     let topic = args.topic_dlq.clone();
-    tokio::task::spawn_blocking(move || dlq::read_to_end(&consumer, &topic, false)).await?
+    Ok(tokio::task::spawn_blocking(move || dlq::read_to_end(&consumer, &topic, false)).await??)
 }
 
 pub async fn run(command: DlqCommand) -> Result<()> {
@@ -112,7 +116,8 @@ pub async fn run(command: DlqCommand) -> Result<()> {
 
 async fn list(args: DlqArgs, redrive: RedriveGroup, fail_if_any: bool, json: bool) -> Result<()> {
     let letters = read_all(&args).await?;
-    let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &redrive.group)?;
+    let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &redrive.group)
+        .context(CLIENT)?;
     let topic = args.topic_dlq.clone();
     let redriven = tokio::task::spawn_blocking(move || dlq::committed(&consumer, &topic)).await??;
     let summary = dlq::DlqSummary::new(&args.topic_dlq, &letters, &redriven);

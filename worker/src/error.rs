@@ -22,6 +22,9 @@ pub enum Error {
     },
     #[error("shutting down")]
     Cancelled,
+    /// The dead-letter topic cannot be read as expected (missing, a letter without context).
+    #[error("dead-letter topic: {0}")]
+    DeadLetterTopic(String),
     #[error("{setting}: expected {expected}")]
     Setting {
         setting: &'static str,
@@ -101,7 +104,7 @@ impl Error {
             Error::Decode(e) => e.is_retryable(),
             Error::EmptyRecord => false,
             Error::EveryRecordRejected { .. } => true,
-            Error::Cancelled | Error::Setting { .. } => false,
+            Error::Cancelled | Error::Setting { .. } | Error::DeadLetterTopic(_) => false,
         }
     }
 
@@ -141,6 +144,7 @@ impl Error {
             Error::EmptyRecord => ErrorKind::EmptyRecord,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Setting { .. } => ErrorKind::Setting,
+            Error::DeadLetterTopic(_) => ErrorKind::Kafka,
         }
     }
 }
@@ -213,6 +217,12 @@ impl ErrorKind {
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for Error {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka(e)
     }
 }
 

@@ -1,11 +1,12 @@
-//! Reading and redriving the dead-letter topic (`clerk-sync dlq …`).
+//! What operators do with the dead-letter topic (`clerk-sync dlq …`): read it, count what waits,
+//! show a letter with its context (personal data redacted), redrive.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use super::{header, DeadLetter};
+use crate::{Error, Result};
 use clerk_sync_kafka::Role;
-use clerk_sync_worker::dead_letter::{header, DeadLetter};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -33,12 +34,14 @@ pub fn read_to_end(
     let started = Instant::now();
     while !remaining.is_empty() {
         if started.elapsed() > Duration::from_secs(60) {
-            bail!("reading {topic} did not reach the end offsets within 60 s");
+            return Err(Error::DeadLetterTopic(format!(
+                "reading {topic} did not reach the end offsets within 60 s"
+            )));
         }
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let message = message.context("reading the dead-letter topic")?;
+        let message = message.map_err(Error::Kafka)?;
         let (partition, offset) = (message.partition(), message.offset());
         if let Some(i) = remaining.iter().position(|(p, _)| *p == partition) {
             let high = remaining[i].1;
@@ -60,13 +63,13 @@ type Bounds = (TopicPartitionList, Vec<(i32, i64, i64)>);
 fn bounds(consumer: &BaseConsumer, topic: &str, from_committed: bool) -> Result<Bounds> {
     let metadata = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
-        .context("fetching topic metadata")?;
+        .map_err(Error::Kafka)?;
     let Some(partitions) = metadata
         .topics()
         .first()
         .map(|t| t.partitions().len() as i32)
     else {
-        bail!("topic {topic} not found");
+        return Err(Error::DeadLetterTopic(format!("{topic} not found")));
     };
     let mut ends = Vec::new();
     let mut tpl = TopicPartitionList::new();
@@ -92,7 +95,7 @@ fn bounds(consumer: &BaseConsumer, topic: &str, from_committed: bool) -> Result<
 pub fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Result<BaseConsumer> {
     clerk_sync_kafka::config(Role::Reader { group }, brokers, options)
         .create()
-        .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka consumer")
+        .map_err(Error::Kafka)
 }
 
 /// Re-publishes a dead letter to its original topic with its original key and headers, marked
@@ -103,12 +106,12 @@ pub async fn republish(
     letter: &DeadLetter,
 ) -> Result<String> {
     let Some(topic) = letter.header(header::ORIGINAL_TOPIC) else {
-        bail!(
+        return Err(Error::DeadLetterTopic(format!(
             "dead letter {}:{} has no {} header",
             letter.partition,
             letter.offset,
             header::ORIGINAL_TOPIC
-        );
+        )));
     };
     let mut headers = OwnedHeaders::new();
     for (key, value) in letter.original_headers() {
@@ -135,7 +138,7 @@ pub async fn republish(
         .send(record, Timeout::After(TIMEOUT))
         .await
         .map_err(|(e, _)| e)
-        .with_context(|| format!("re-publishing to {topic}"))?;
+        .map_err(Error::Kafka)?;
     Ok(topic)
 }
 
@@ -145,7 +148,7 @@ pub fn commit_past(consumer: &BaseConsumer, topic: &str, letter: &DeadLetter) ->
     tpl.add_partition_offset(topic, letter.partition, Offset::Offset(letter.offset + 1))?;
     consumer
         .commit(&tpl, CommitMode::Sync)
-        .context("committing the redrive position")?;
+        .map_err(Error::Kafka)?;
     Ok(())
 }
 
@@ -153,7 +156,7 @@ pub fn commit_past(consumer: &BaseConsumer, topic: &str, letter: &DeadLetter) ->
 pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FutureProducer> {
     clerk_sync_kafka::config(Role::Tool, brokers, options)
         .create()
-        .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create a Kafka producer")
+        .map_err(Error::Kafka)
 }
 
 /// What to redrive: every dead letter past the redrive group's position (each committed past
@@ -190,7 +193,8 @@ pub async fn redrive(
         let letters = read_to_end(&consumer, &topic, from_committed);
         letters.map(|l| (consumer, l))
     })
-    .await??;
+    .await
+    .map_err(|e| Error::DeadLetterTopic(e.to_string()))??;
     let producer = producer(&redrive.brokers, &redrive.options)?;
     let mut done = Vec::new();
     for letter in letters.iter().filter(|l| {
@@ -219,7 +223,7 @@ pub async fn redrive(
 pub fn committed(consumer: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, i64>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
-        .context("fetching topic metadata")?;
+        .map_err(Error::Kafka)?;
     let mut tpl = TopicPartitionList::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
         tpl.add_partition(topic, p.id());

@@ -1,5 +1,7 @@
 //! The dead-letter topic: records that can never be applied, with the context an operator needs.
 
+pub mod tools;
+
 use std::sync::Arc;
 use std::time::Duration;
 
