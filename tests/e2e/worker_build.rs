@@ -88,3 +88,53 @@ fn a_worker_setting_that_cannot_work_is_refused_at_start_up_naming_it_not_clampe
         );
     }
 }
+
+/// The group's committed offsets, summed over the synced topics.
+fn committed(kafka: &TestKafka) -> anyhow::Result<i64> {
+    Ok(kafka.committed()?.iter().map(|(_, _, o)| o).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_giving_partitions_up_commits_what_it_applied_at_once_not_at_its_next_periodic_commit(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let kafka = TestKafka::new().await?;
+    // Periodic commits two minutes apart: only the commit at the revoke (librdkafka's, with
+    // enable.auto.commit) can commit within the test.
+    let slow_commits = [("KAFKA_OPTIONS", "auto.commit.interval.ms=120000")];
+    let _first = crate::harness::WorkerProcess::start_with(&db, &kafka, &slow_commits).await?;
+    for i in 0..20 {
+        let id = format!("user_rb{i:02}");
+        let body = json!({"type": "user.created", "object": "event",
+            "timestamp": 1_754_560_800_000_i64, "data": {"id": id, "object": "user",
+            "created_at": 1_754_560_800_000_i64, "updated_at": 1_754_560_800_000_i64}});
+        kafka
+            .produce(
+                &kafka.topics.users,
+                &id,
+                body.to_string().as_bytes(),
+                &format!("msg_rb{i}"),
+            )
+            .await?;
+    }
+    eventually("all applied", Duration::from_secs(60), || async {
+        (db.count("SELECT count(*) FROM users").await == 20).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(committed(&kafka)?, 0, "nothing committed periodically yet");
+    // A second worker joins: the first gives its partitions up and commits as it does.
+    let _second = crate::harness::WorkerProcess::start_with(&db, &kafka, &slow_commits).await?;
+    eventually(
+        "committed at the revoke",
+        Duration::from_secs(60),
+        || async { (committed(&kafka).ok()? == 20).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM users").await,
+        20,
+        "nothing applied twice or lost"
+    );
+    Ok(())
+}

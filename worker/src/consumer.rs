@@ -14,6 +14,11 @@ use crate::batch::BatchReport;
 use crate::dead_letter::DeadLetters;
 use crate::{Error, Health, Result, WorkerConfig};
 
+/// The worker's consumer. With `enable.auto.commit` librdkafka commits the stored offsets when
+/// partitions are taken away (a rebalance, leaving), so the next owner starts right after what
+/// this one applied (`tests/e2e/worker_build.rs` shows it).
+type WorkerConsumer = StreamConsumer;
+
 /// How often a batch in hand is checked on (see [`Worker::process_staying_in_the_group`]).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -21,7 +26,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 pub struct Worker {
     /// Shared with blocking metadata calls, which run off the async threads (the worker runs
     /// on a current-thread runtime too).
-    consumer: std::sync::Arc<StreamConsumer>,
+    consumer: std::sync::Arc<WorkerConsumer>,
     dead_letters: DeadLetters,
     /// Measures the group's lag every `LAG_REFRESH_MS`, with clients made once.
     lag_probe: std::sync::Arc<crate::lag::LagProbe>,
@@ -47,7 +52,7 @@ impl Worker {
             &config.brokers,
             &config.kafka_options,
         );
-        let consumer: StreamConsumer = client.create().map_err(Error::Kafka)?;
+        let consumer: WorkerConsumer = client.create().map_err(Error::Kafka)?;
         let consumer = std::sync::Arc::new(consumer);
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(Error::Kafka)?;
@@ -364,7 +369,7 @@ impl Worker {
 }
 
 /// The consumer's offset store: librdkafka commits what is stored every second.
-struct ConsumerOffsets<'a>(&'a StreamConsumer);
+struct ConsumerOffsets<'a>(&'a WorkerConsumer);
 
 impl crate::fate::OffsetStore for ConsumerOffsets<'_> {
     fn store(&self, next: &BTreeMap<(String, i32), i64>) -> Result<()> {
