@@ -16,7 +16,7 @@ pub enum ApiError {
     /// No configured secret produces any of the given signatures.
     BadSignature,
     /// `svix-timestamp` is outside the tolerance window.
-    Stale,
+    StaleTimestamp,
     /// Too many requests in flight: shed at once rather than queue beyond Svix's patience.
     Overloaded,
     TooLarge {
@@ -37,7 +37,7 @@ impl ApiError {
     pub fn outcome(&self) -> IngestOutcome {
         match self {
             ApiError::MissingSignature(_) | ApiError::BadSignature => IngestOutcome::BadSignature,
-            ApiError::Stale => IngestOutcome::Stale,
+            ApiError::StaleTimestamp => IngestOutcome::StaleTimestamp,
             ApiError::TooLarge { .. } => IngestOutcome::TooLarge,
             ApiError::BadPayload(_) => IngestOutcome::BadPayload,
             ApiError::Unavailable { .. } => IngestOutcome::Unavailable,
@@ -58,7 +58,7 @@ impl ApiError {
                 "invalid_signature",
                 "no configured signing secret matches the signature".to_owned(),
             ),
-            ApiError::Stale => (
+            ApiError::StaleTimestamp => (
                 StatusCode::UNAUTHORIZED,
                 "stale_timestamp",
                 "the signature timestamp is outside the accepted window".to_owned(),

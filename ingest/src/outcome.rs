@@ -7,8 +7,9 @@ pub enum IngestOutcome {
     IgnoredType,
     /// A signature missing, malformed or matching no secret (401).
     BadSignature,
-    /// A signature timestamp outside the window (401).
-    Stale,
+    /// A signature timestamp outside the window (401); its label is `stale`, kept for the
+    /// dashboards and alerts (the worker's `stale` outcome is an older version).
+    StaleTimestamp,
     TooLarge,
     BadPayload,
     /// The broker did not take the record in time (503).
@@ -24,7 +25,7 @@ impl IngestOutcome {
         IngestOutcome::Accepted,
         IngestOutcome::IgnoredType,
         IngestOutcome::BadSignature,
-        IngestOutcome::Stale,
+        IngestOutcome::StaleTimestamp,
         IngestOutcome::TooLarge,
         IngestOutcome::BadPayload,
         IngestOutcome::Unavailable,
@@ -37,7 +38,7 @@ impl IngestOutcome {
             IngestOutcome::Accepted => "accepted",
             IngestOutcome::IgnoredType => "ignored_type",
             IngestOutcome::BadSignature => "bad_signature",
-            IngestOutcome::Stale => "stale",
+            IngestOutcome::StaleTimestamp => "stale",
             IngestOutcome::TooLarge => "too_large",
             IngestOutcome::BadPayload => "bad_payload",
             IngestOutcome::Unavailable => "unavailable",

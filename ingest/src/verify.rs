@@ -131,7 +131,7 @@ impl Verifier {
         };
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if now.abs_diff(sent) > self.tolerance.as_secs() {
-            return Err(ApiError::Stale);
+            return Err(ApiError::StaleTimestamp);
         }
         let signatures = single(headers, "svix-signature", "webhook-signature")?;
         let count = signatures.split_ascii_whitespace().count();
@@ -207,7 +207,7 @@ impl UnverifiedWebhook {
             .map_err(|_| ApiError::MissingSignature("svix-timestamp"))?;
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if now.abs_diff(sent) > verifier.tolerance.as_secs() {
-            return Err(ApiError::Stale);
+            return Err(ApiError::StaleTimestamp);
         }
         Ok(VerifiedWebhook {
             headers: self.headers,
@@ -288,7 +288,7 @@ mod tests {
         let err = UnverifiedWebhook::new(svix_vector(), body)
             .verify_at(&verifier(&[SVIX_SECRET]), at(1_614_265_330 + 360))
             .expect_err("rejected");
-        assert_eq!(err, ApiError::Stale);
+        assert_eq!(err, ApiError::StaleTimestamp);
     }
 
     #[test]
@@ -340,7 +340,7 @@ mod tests {
                 ApiError::MissingSignature(ts),
             ),
             (with(ts, "1614265330000"), ApiError::MissingSignature(ts)),
-            (with(ts, "1614264000"), ApiError::Stale),
+            (with(ts, "1614264000"), ApiError::StaleTimestamp),
             (with("svix-id", ""), ApiError::MissingSignature("svix-id")),
             (
                 with("webhook-id", "msg_other"),
