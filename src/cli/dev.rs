@@ -214,7 +214,8 @@ fn start_worker(
     let worker = Worker::new(
         worker_config,
         pool.clone(),
-        Health::new(pool.clone(), metrics),
+        Health::new(pool.clone()),
+        metrics,
     )?;
     let cancel = cancel.clone();
     Ok(tokio::spawn(async move { worker.run(cancel).await }))

@@ -110,12 +110,10 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
         .await
         .context("applying migrations")?;
     let config = config(&args);
-    let health = Health::new(
-        pool.clone(),
-        WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?,
-    );
+    let health = Health::new(pool.clone());
+    let metrics = WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?;
     let mut progress = Progress::new();
-    let summary = replay(&config, &pool, &health, &cancel, |read, total| {
+    let summary = replay(&config, &pool, &health, &metrics, &cancel, |read, total| {
         progress.show(read, total)
     })
     .await?;

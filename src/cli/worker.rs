@@ -21,13 +21,13 @@ pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
     }
     let metrics =
         clerk_sync_worker::WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?;
-    let health = Health::new(pool.clone(), metrics);
+    let health = Health::new(pool.clone());
 
     let server_cancel = cancel.child_token();
     // Probes and scrapes send their headers at once; anything slower is cut off.
     let server = tokio::spawn(clerk_sync_ingest::serve_router(
         listener,
-        health_router(health.clone()),
+        health_router(health.clone(), metrics.clone()),
         clerk_sync_ingest::ServeLimits::probes(),
         server_cancel.clone(),
     ));
@@ -41,7 +41,7 @@ pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
                 other => other?,
             }
         }
-        let worker = Worker::new(config, pool, health.clone())
+        let worker = Worker::new(config, pool, health.clone(), metrics)
             .context("KAFKA_BROKERS / KAFKA_OPTIONS: cannot create the consumer")?;
         worker
             .run(cancel.clone())

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use clerk_sync_worker::{apply_records, BatchReport, Health, Record, Rejected, WorkerMetrics};
+use clerk_sync_worker::{apply_records, BatchReport, Health, Record, Rejected};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -21,10 +21,7 @@ fn records(n: i64) -> Vec<Record> {
 }
 
 fn health(pool: &PgPool) -> anyhow::Result<Health> {
-    Ok(Health::new(
-        pool.clone(),
-        WorkerMetrics::new(prometheus::Registry::new(), &["clerk.users".into()])?,
-    ))
+    Ok(Health::new(pool.clone()))
 }
 
 type Applied = clerk_sync_worker::Result<(BatchReport, Vec<Rejected>)>;
@@ -36,9 +33,16 @@ fn apply_in_background(
     health: &Health,
 ) -> tokio::task::JoinHandle<Applied> {
     let (pool, health) = (pool.clone(), health.clone());
-    tokio::spawn(
-        async move { apply_records(&pool, &records, &health, &CancellationToken::new()).await },
-    )
+    tokio::spawn(async move {
+        apply_records(
+            &pool,
+            &records,
+            &health,
+            &crate::harness::records::worker_metrics(),
+            &CancellationToken::new(),
+        )
+        .await
+    })
 }
 
 /// Waits until the worker, retrying, gives a reason for not being ready that contains `what`.
@@ -182,8 +186,14 @@ async fn a_value_postgres_rejects_with_a_data_error_dead_letters_exactly_that_re
     let mut batch = records(30);
     batch[17] = user_record(17, "Bartholomew-Maximilian-Alexander", "Lovelace");
     let health = health(&db.pool)?;
-    let (report, poison) =
-        apply_records(&db.pool, &batch, &health, &CancellationToken::new()).await?;
+    let (report, poison) = apply_records(
+        &db.pool,
+        &batch,
+        &health,
+        &crate::harness::records::worker_metrics(),
+        &CancellationToken::new(),
+    )
+    .await?;
     assert_eq!(poison.len(), 1);
     assert_eq!(batch[poison[0].index].offset, 17);
     assert_eq!(poison[0].failure.kind.as_str(), "database_rejected");
@@ -258,7 +268,13 @@ async fn several_deliveries_of_one_bad_event_are_the_records_fault_and_dead_lett
     let health = health(&db.pool)?;
     let (_, poison) = tokio::time::timeout(
         SETTLED,
-        apply_records(&db.pool, &batch, &health, &CancellationToken::new()),
+        apply_records(
+            &db.pool,
+            &batch,
+            &health,
+            &crate::harness::records::worker_metrics(),
+            &CancellationToken::new(),
+        ),
     )
     .await??;
     assert_eq!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clerk_sync_core::record_header;
 use clerk_sync_worker::dead_letter::Failure;
 use clerk_sync_worker::fate::{settle, BoxFuture, DeadLetterSink, OffsetStore};
-use clerk_sync_worker::{Error, Health, WorkerMetrics};
+use clerk_sync_worker::{Error, Health};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::types::RDKafkaErrorCode;
@@ -94,10 +94,7 @@ fn user(id: &str, last_name: &str) -> String {
 }
 
 fn health(db: &TestDb) -> anyhow::Result<Health> {
-    Ok(Health::new(
-        db.pool.clone(),
-        WorkerMetrics::new(prometheus::Registry::new(), &["clerk.users".into()])?,
-    ))
+    Ok(Health::new(db.pool.clone()))
 }
 
 #[tokio::test]
@@ -125,6 +122,7 @@ async fn what_can_never_be_applied_is_dead_lettered_before_the_batchs_offsets_ar
         &batch,
         &db.pool,
         &health(&db)?,
+        &crate::harness::records::worker_metrics(),
         &sink,
         &Offsets(log.clone()),
         &CancellationToken::new(),
@@ -168,6 +166,7 @@ async fn a_dead_letter_that_cannot_be_written_is_retried_and_no_offset_is_stored
                 &batch,
                 &pool,
                 &health,
+                &crate::harness::records::worker_metrics(),
                 sink.as_ref(),
                 &Offsets(log),
                 &cancel,
@@ -211,6 +210,7 @@ async fn a_batch_cut_off_by_shutdown_while_its_dead_letter_fails_stores_no_offse
         &[message(5, "{not json")],
         &db.pool,
         &health(&db)?,
+        &crate::harness::records::worker_metrics(),
         &sink,
         &Offsets(log.clone()),
         &cancel,

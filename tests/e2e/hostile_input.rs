@@ -2,7 +2,7 @@
 //! row: the worker applies every such event, and every later one (apply path, no broker).
 
 use clerk_sync_core::routing_agreement::{nested, user_event_with};
-use clerk_sync_worker::{apply_records, Health, WorkerMetrics};
+use clerk_sync_worker::{apply_records, Health};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::records::record;
@@ -12,10 +12,7 @@ use crate::harness::TestDb;
 async fn a_user_with_unsafe_metadata_nested_50000_deep_and_nul_and_lone_surrogates_in_their_name_is_applied_and_so_are_their_later_updates(
 ) -> anyhow::Result<()> {
     let db = TestDb::new().await?;
-    let health = Health::new(
-        db.pool.clone(),
-        WorkerMetrics::new(prometheus::Registry::new(), &["clerk.users".into()])?,
-    );
+    let health = Health::new(db.pool.clone());
     let hostile = nested(50_000, "alice@example.com", r#""\u0000""#);
     let first = user_event_with(&hostile, r"A\u0000da\ud800 \u202e\u001b[31m");
     // The same user renamed later, a millisecond on, the metadata as deep as before.
@@ -33,6 +30,7 @@ async fn a_user_with_unsafe_metadata_nested_50000_deep_and_nul_and_lone_surrogat
             &db.pool,
             &[record(offset, body)],
             &health,
+            &crate::harness::records::worker_metrics(),
             &CancellationToken::new(),
         )
         .await?;
@@ -62,10 +60,7 @@ async fn a_user_with_unsafe_metadata_nested_50000_deep_and_nul_and_lone_surrogat
 async fn public_metadata_of_any_depth_postgres_takes_is_stored_and_deeper_dead_letters_only_its_record(
 ) -> anyhow::Result<()> {
     let db = TestDb::new().await?;
-    let health = Health::new(
-        db.pool.clone(),
-        WorkerMetrics::new(prometheus::Registry::new(), &["clerk.users".into()])?,
-    );
+    let health = Health::new(db.pool.clone());
     let with_metadata = |id: &str, metadata: &str| {
         user_event_with("{}", "Ada")
             .replace("user_2nF8kQ3xLmZ7rT1vB9cW4yHsJ6a", id)
@@ -83,8 +78,14 @@ async fn public_metadata_of_any_depth_postgres_takes_is_stored_and_deeper_dead_l
         record(1, &with_metadata("user_too_deep", &too_deep)),
         record(2, &with_metadata("user_plain", r#"{"role":"admin"}"#)),
     ];
-    let (report, poison) =
-        apply_records(&db.pool, &batch, &health, &CancellationToken::new()).await?;
+    let (report, poison) = apply_records(
+        &db.pool,
+        &batch,
+        &health,
+        &crate::harness::records::worker_metrics(),
+        &CancellationToken::new(),
+    )
+    .await?;
     assert_eq!(report.applied, 2);
     assert_eq!(poison.len(), 1);
     assert_eq!(batch[poison[0].index].offset, 1);

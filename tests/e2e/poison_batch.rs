@@ -1,6 +1,6 @@
 //! A large batch with a few records the database rejects for good (apply path, no broker).
 
-use clerk_sync_worker::{apply_records, Health, Record, WorkerMetrics};
+use clerk_sync_worker::{apply_records, Health, Record};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::records::user_record;
@@ -30,10 +30,7 @@ async fn a_batch_the_database_rejects_sets_aside_only_the_records_it_rejects_and
             )
         })
         .collect();
-    let health = Health::new(
-        db.pool.clone(),
-        WorkerMetrics::new(prometheus::Registry::new(), &["clerk.users".into()])?,
-    );
+    let health = Health::new(db.pool.clone());
 
     // Every transaction that writes takes a transaction id: the difference counts them.
     let xid = || async {
@@ -42,8 +39,14 @@ async fn a_batch_the_database_rejects_sets_aside_only_the_records_it_rejects_and
             .await
     };
     let before = xid().await?;
-    let (report, poison) =
-        apply_records(&db.pool, &records, &health, &CancellationToken::new()).await?;
+    let (report, poison) = apply_records(
+        &db.pool,
+        &records,
+        &health,
+        &crate::harness::records::worker_metrics(),
+        &CancellationToken::new(),
+    )
+    .await?;
     let transactions = xid().await? - before - 1;
 
     let set_aside: Vec<i64> = poison.iter().map(|p| records[p.index].offset).collect();

@@ -31,11 +31,13 @@ async fn a_worker_on_a_current_thread_runtime_applies_what_arrives_and_stops_whe
     let db = TestDb::new().await?;
     let kafka = TestKafka::new().await?;
     let config = config(&kafka);
-    let health = Health::new(
+    let metrics = WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?;
+    let worker = Worker::new(
+        config,
         db.pool.clone(),
-        WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?,
-    );
-    let worker = Worker::new(config, db.pool.clone(), health)?;
+        Health::new(db.pool.clone()),
+        metrics,
+    )?;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let cancel = cancel.clone();

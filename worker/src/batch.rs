@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::apply::{apply_all, apply_all_in_spans, Outcome};
 use crate::clock::now_ms;
 use crate::dead_letter::Failure;
-use crate::{Error, EventOutcome, Health, Record, Result};
+use crate::{Error, EventOutcome, Health, Record, Result, WorkerMetrics};
 
 /// What one batch did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,6 +43,7 @@ pub async fn apply_records(
     pool: &PgPool,
     records: &[Record],
     health: &Health,
+    metrics: &WorkerMetrics,
     cancel: &CancellationToken,
 ) -> Result<(BatchReport, Vec<Rejected>)> {
     let mut report = BatchReport {
@@ -54,8 +55,9 @@ pub async fn apply_records(
     // Retried whole when the guard in `apply_or_isolate` finds the database at fault (every
     // part failed, so nothing of it was committed).
     let (outcomes, rejected) = with_retry(
-        || apply_or_isolate(pool, records, &all, &indexes, health, cancel),
+        || apply_or_isolate(pool, records, &all, &indexes, health, metrics, cancel),
         health,
+        metrics,
         cancel,
     )
     .await?;
@@ -125,6 +127,7 @@ async fn apply_or_isolate(
     all: &[&(EventMeta, ClerkEvent)],
     indexes: &[usize],
     health: &Health,
+    metrics: &WorkerMetrics,
     cancel: &CancellationToken,
 ) -> Result<Isolated> {
     let timed = || async {
@@ -134,19 +137,18 @@ async fn apply_or_isolate(
             .map(|i| event_span(&records[indexes[i]], &all[i].0))
             .collect();
         let outcomes = apply_all_in_spans(pool, all, &spans).await?;
-        health
-            .metrics
+        metrics
             .transaction_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(outcomes)
     };
-    let first = match with_retry(timed, health, cancel).await {
+    let first = match with_retry(timed, health, metrics, cancel).await {
         Ok(outcomes) => return Ok((outcomes.into_iter().enumerate().collect(), Vec::new())),
         Err(e) if e.is_retryable() || matches!(e, Error::Cancelled) => return Err(e),
         Err(e) => e,
     };
     warn!(error_kind = first.kind().as_str(), error = %error_chain(&first), "batch rejected; splitting it to find the records the database rejects");
-    let (applied, rejected) = bisect(pool, all, health, cancel).await?;
+    let (applied, rejected) = bisect(pool, all, health, metrics, cancel).await?;
     every_record_alike(all, applied, rejected)
 }
 
@@ -156,6 +158,7 @@ async fn bisect(
     pool: &PgPool,
     all: &[&(EventMeta, ClerkEvent)],
     health: &Health,
+    metrics: &WorkerMetrics,
     cancel: &CancellationToken,
 ) -> Result<Isolated> {
     let mut applied = Vec::with_capacity(all.len());
@@ -166,7 +169,7 @@ async fn bisect(
             continue;
         }
         let part = &all[range.clone()];
-        match with_retry(|| apply_all(pool, part), health, cancel).await {
+        match with_retry(|| apply_all(pool, part), health, metrics, cancel).await {
             Ok(outcomes) => applied.extend(range.zip(outcomes)),
             Err(e) if !e.is_retryable() && !matches!(e, Error::Cancelled) && range.len() > 1 => {
                 pending.extend(halves(range));
@@ -284,6 +287,7 @@ fn retry_delay(conflict: bool, backoff: Duration) -> Duration {
 pub(crate) async fn with_retry<T, F, Fut>(
     op: F,
     health: &Health,
+    metrics: &WorkerMetrics,
     cancel: &CancellationToken,
 ) -> Result<T>
 where
@@ -301,7 +305,7 @@ where
         .adjust(|e: &Error, delay| delay.map(|d| retry_delay(e.is_conflict(), d)))
         .notify(|e: &Error, delay| {
             health.set_retrying_because(Some(format!("{}: {}", e.kind(), error_chain(e))));
-            health.metrics.retries.with_label_values(&[e.kind().as_str()]).inc();
+            metrics.retries.with_label_values(&[e.kind().as_str()]).inc();
             warn!(error_kind = e.kind().as_str(), error = %error_chain(e), ?delay, "transient failure; retrying");
         });
     let result = tokio::select! {

@@ -12,7 +12,7 @@ use tracing::{info, instrument, warn};
 
 use crate::batch::BatchReport;
 use crate::dead_letter::DeadLetters;
-use crate::{Error, Health, Result, WorkerConfig};
+use crate::{Error, Health, Result, WorkerConfig, WorkerMetrics};
 
 /// The worker's consumer. With `enable.auto.commit` librdkafka commits the stored offsets when
 /// partitions are taken away (a rebalance, leaving), so the next owner starts right after what
@@ -33,6 +33,7 @@ pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
     health: Health,
+    metrics: WorkerMetrics,
     /// Records received while a batch was in hand (from partitions assigned meanwhile): the next
     /// batch starts with them.
     carried: Mutex<Vec<OwnedMessage>>,
@@ -40,8 +41,13 @@ pub struct Worker {
 
 impl Worker {
     /// A worker for `config` (checked first: [`WorkerConfig::validate`]), applying to `pool`,
-    /// reporting through `health`.
-    pub fn new(config: WorkerConfig, pool: PgPool, health: Health) -> Result<Self> {
+    /// its readiness in `health`, its telemetry in `metrics`.
+    pub fn new(
+        config: WorkerConfig,
+        pool: PgPool,
+        health: Health,
+        metrics: WorkerMetrics,
+    ) -> Result<Self> {
         config.validate()?;
         let client = clerk_sync_kafka::config(
             Role::Worker {
@@ -74,6 +80,7 @@ impl Worker {
             pool,
             config,
             health,
+            metrics,
             carried: Mutex::new(Vec::new()),
         })
     }
@@ -311,6 +318,7 @@ impl Worker {
             batch,
             &self.pool,
             &self.health,
+            &self.metrics,
             &self.dead_letters,
             &offsets,
             cancel,
@@ -338,7 +346,7 @@ impl Worker {
                 })
                 .await;
                 match measured {
-                    Ok(Ok(lags)) => self.health.metrics.record_lag(&lags),
+                    Ok(Ok(lags)) => self.metrics.record_lag(&lags),
                     Ok(Err(e)) => {
                         warn!(error = %crate::error_chain(&e), "could not measure consumer lag")
                     }
@@ -347,7 +355,7 @@ impl Worker {
             } else {
                 warn!("the broker does not answer; consumer lag not measured");
             }
-            self.health.refresh_freshness(crate::clock::now_ms());
+            self.metrics.refresh_freshness(crate::clock::now_ms());
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.config.lag_interval) => {}

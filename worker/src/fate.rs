@@ -17,7 +17,7 @@ use tracing::warn;
 use crate::batch::{apply_records, with_retry, BatchReport};
 use crate::clock::now_ms;
 use crate::dead_letter::{DeadLetters, Failure};
-use crate::{decode_record, Health, Record, Result};
+use crate::{decode_record, Health, Record, Result, WorkerMetrics};
 
 /// A boxed future, so that the seams can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -59,16 +59,23 @@ pub async fn settle(
     batch: &[OwnedMessage],
     pool: &PgPool,
     health: &Health,
+    metrics: &WorkerMetrics,
     dead_letters: &dyn DeadLetterSink,
     offsets: &dyn OffsetStore,
     cancel: &CancellationToken,
 ) -> Result<BatchReport> {
     let started = std::time::Instant::now();
     let records: Vec<Record> = batch.iter().map(decode_record).collect();
-    let (report, poison) = apply_records(pool, &records, health, cancel).await?;
+    let (report, poison) = apply_records(pool, &records, health, metrics, cancel).await?;
     for p in &poison {
         let message = &batch[p.index];
-        with_retry(|| dead_letters.send(message, &p.failure), health, cancel).await?;
+        with_retry(
+            || dead_letters.send(message, &p.failure),
+            health,
+            metrics,
+            cancel,
+        )
+        .await?;
         warn!(
             topic = message.topic(),
             partition = message.partition(),
@@ -77,14 +84,13 @@ pub async fn settle(
             dlq = dead_letters.topic(),
             "record dead-lettered"
         );
-        health
-            .metrics
+        metrics
             .dead_letters
             .with_label_values(&[p.failure.kind.as_str()])
             .inc();
     }
     offsets.store(&next_offsets(batch))?;
-    count(health, &report, batch.len(), started);
+    count(metrics, &report, batch.len(), started);
     Ok(report)
 }
 
@@ -100,8 +106,12 @@ pub fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<(String, i32), i64> {
     next
 }
 
-fn count(health: &Health, report: &BatchReport, records: usize, started: std::time::Instant) {
-    let metrics = &health.metrics;
+fn count(
+    metrics: &WorkerMetrics,
+    report: &BatchReport,
+    records: usize,
+    started: std::time::Instant,
+) {
     for ((topic, outcome), n) in &report.by_topic {
         metrics
             .events
@@ -113,7 +123,7 @@ fn count(health: &Health, report: &BatchReport, records: usize, started: std::ti
         .batch_duration
         .observe(started.elapsed().as_secs_f64());
     if let Some(at) = report.newest_event_ms {
-        health.applied_event_at(at);
-        health.refresh_freshness(now_ms());
+        metrics.applied_event_at(at);
+        metrics.refresh_freshness(now_ms());
     }
 }

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -11,8 +11,8 @@ use sqlx::PgPool;
 use crate::WorkerMetrics;
 
 /// What the worker's readiness reflects: the database answers, the broker answered the last
-/// lag measurement, the schema is the one the worker was built for, and the worker is not stuck
-/// retrying a transient failure.
+/// check, the schema is the one the worker was built for, and the worker is not stuck retrying
+/// a transient failure. (What it counts and measures is [`WorkerMetrics`]'s.)
 #[derive(Clone)]
 pub struct Health {
     pool: PgPool,
@@ -21,38 +21,19 @@ pub struct Health {
     retry_reason: Arc<Mutex<Option<String>>>,
     /// Set while the worker waits before consuming (migrations, the dead-letter topic): why.
     waiting: Arc<Mutex<Option<String>>>,
-    /// Whether the broker answered the last periodic lag measurement.
+    /// Whether the broker answered the last periodic check.
     broker: Arc<AtomicBool>,
-    /// Clerk timestamp (ms) of the newest event applied, for the freshness gauge.
-    newest_applied_ms: Arc<AtomicI64>,
-    pub metrics: WorkerMetrics,
 }
 
 impl Health {
-    pub fn new(pool: PgPool, metrics: WorkerMetrics) -> Self {
+    /// Readiness only: what the worker counts and measures is its [`WorkerMetrics`].
+    pub fn new(pool: PgPool) -> Self {
         Health {
             pool,
             retrying: Arc::new(AtomicBool::new(false)),
             retry_reason: Arc::new(Mutex::new(None)),
             waiting: Arc::new(Mutex::new(None)),
             broker: Arc::new(AtomicBool::new(true)),
-            newest_applied_ms: Arc::new(AtomicI64::new(0)),
-            metrics,
-        }
-    }
-
-    pub fn applied_event_at(&self, clerk_timestamp_ms: i64) {
-        self.newest_applied_ms
-            .fetch_max(clerk_timestamp_ms, Ordering::Relaxed);
-    }
-
-    /// Updates the freshness gauge: now minus the newest applied event's Clerk time.
-    pub fn refresh_freshness(&self, now_ms: i64) {
-        let newest = self.newest_applied_ms.load(Ordering::Relaxed);
-        if newest > 0 {
-            self.metrics
-                .freshness
-                .set(((now_ms - newest).max(0) as f64) / 1000.0);
         }
     }
 
@@ -85,23 +66,24 @@ impl Health {
 }
 
 /// `/healthz` (alive), `/readyz` (database reachable, schema current, not stuck retrying, with
-/// the reason when not ready) and `/metrics`.
-pub fn health_router(health: Health) -> Router {
+/// the reason when not ready) from `health`, and `/metrics` from `metrics`.
+pub fn health_router(health: Health, metrics: WorkerMetrics) -> Router {
+    let scrape = move || {
+        let metrics = metrics.clone();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                metrics.render(),
+            )
+        }
+    };
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|State(health): State<Health>| async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    health.metrics.render(),
-                )
-            }),
-        )
+        .route("/metrics", get(scrape))
         .with_state(health)
 }
 

@@ -20,6 +20,8 @@ pub struct WorkerMetrics {
     pub lag_offsets: IntGaugeVec,
     pub lag_seconds: GaugeVec,
     pub freshness: Gauge,
+    /// Clerk timestamp (ms) of the newest event applied, for the freshness gauge.
+    newest_applied_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// What became of a consumed event: the bounded `outcome` label of
@@ -125,6 +127,7 @@ impl WorkerMetrics {
             lag_seconds,
             freshness,
             registry: registry.clone(),
+            newest_applied_ms: Default::default(),
         };
         metrics.show_every_label_value(topics);
         Ok(metrics)
@@ -141,6 +144,22 @@ impl WorkerMetrics {
                 self.events
                     .with_label_values(&[topic.as_str(), outcome.as_str()]);
             }
+        }
+    }
+
+    pub fn applied_event_at(&self, clerk_timestamp_ms: i64) {
+        self.newest_applied_ms
+            .fetch_max(clerk_timestamp_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Updates the freshness gauge: now minus the newest applied event's Clerk time.
+    pub fn refresh_freshness(&self, now_ms: i64) {
+        let newest = self
+            .newest_applied_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if newest > 0 {
+            self.freshness
+                .set(((now_ms - newest).max(0) as f64) / 1000.0);
         }
     }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::apply_events_dry_run;
 use crate::batch::{apply_records, warn_undecodable};
-use crate::{decode_record, Error, EventOutcome, Health, Record, Result};
+use crate::{decode_record, Error, EventOutcome, Health, Record, Result, WorkerMetrics};
 
 /// Where a replay starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +157,7 @@ pub async fn replay(
     config: &ReplayConfig,
     pool: &PgPool,
     health: &Health,
+    metrics: &WorkerMetrics,
     cancel: &CancellationToken,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ReplaySummary> {
@@ -183,7 +184,8 @@ pub async fn replay(
         match dry_tx.as_mut() {
             Some(tx) => apply_dry(tx, &records, &mut summary).await?,
             None => {
-                let (report, poison) = apply_records(pool, &records, health, cancel).await?;
+                let (report, poison) =
+                    apply_records(pool, &records, health, metrics, cancel).await?;
                 summary.rejected += poison.len() as u64;
                 for ((_, outcome), n) in report.by_topic {
                     summary.add(outcome, n);

@@ -26,3 +26,9 @@ pub fn user_record(offset: i64, first_name: &str, last_name: &str) -> Record {
         "last_name": last_name, "created_at": T, "updated_at": T}});
     record(offset, &body.to_string())
 }
+
+/// The worker's metrics for a step a test drives, in a registry of their own.
+pub fn worker_metrics() -> clerk_sync_worker::WorkerMetrics {
+    clerk_sync_worker::WorkerMetrics::new(prometheus::Registry::new(), &["clerk.users".into()])
+        .expect("metrics register")
+}
