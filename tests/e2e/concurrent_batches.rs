@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clerk_sync_core::{ClerkEvent, EventMeta};
-use clerk_sync_worker::apply::{apply_all, apply_events};
+use clerk_sync_worker::apply::{apply_all, apply_events, Intent};
 
 use crate::harness::TestDb;
 use crate::mirror_cases::{membership, org, org_deleted, user, user_deleted, T};
@@ -43,7 +43,7 @@ fn joins() -> Event {
 /// connection, then commits `first` and waits for `second`.
 async fn race(db: &TestDb, first: Event, second: Event) -> anyhow::Result<()> {
     let mut tx = db.pool.begin().await?;
-    apply_events(&mut tx, &[first]).await?;
+    apply_events(&mut tx, &[first], Intent::Commit).await?;
     let pool = db.pool.clone();
     let other = tokio::spawn(async move {
         // As the worker does: a conflict with the open transaction is retried after a pause.
@@ -123,9 +123,9 @@ async fn a_dry_run_replaying_a_membership_neither_holds_up_nor_fails_on_a_live_d
     // The live worker's deletion is open first: the dry run's read of the organization must not
     // fail on it (a committing batch would, and be retried).
     let mut live = db.pool.begin().await?;
-    apply_events(&mut live, &[org_deleted("org_1", T + 100)]).await?;
+    apply_events(&mut live, &[org_deleted("org_1", T + 100)], Intent::Commit).await?;
     let mut dry = db.pool.begin().await?;
-    clerk_sync_worker::apply::apply_events_dry_run(&mut dry, &[joins()]).await?;
+    apply_events(&mut dry, &[joins()], Intent::DryRun).await?;
     live.commit().await?;
     // And a deletion while the dry run is open does not wait for it; were the dry run holding
     // the organization, this would wait until the rollback below, which never comes first.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clerk_sync_core::{ClerkEvent, EventMeta};
-use clerk_sync_worker::apply::{apply_all, apply_events};
+use clerk_sync_worker::apply::{apply_all, apply_events, Intent};
 use sqlx::{Connection, PgConnection};
 
 use crate::harness::TestDb;
@@ -80,7 +80,7 @@ async fn meet(db: &TestDb, paused: Vec<Event>, other: Vec<Event>) -> anyhow::Res
         .await?;
     let first = tokio::spawn(async move {
         let mut tx = first_conn.begin().await?;
-        apply_events(&mut tx, &paused).await?;
+        apply_events(&mut tx, &paused, Intent::Commit).await?;
         tx.commit().await?;
         anyhow::Ok(())
     });
@@ -88,7 +88,7 @@ async fn meet(db: &TestDb, paused: Vec<Event>, other: Vec<Event>) -> anyhow::Res
     let (mut second_conn, second_pid) = connect(db).await?;
     let second = tokio::spawn(async move {
         let mut tx = second_conn.begin().await?;
-        apply_events(&mut tx, &other).await?;
+        apply_events(&mut tx, &other, Intent::Commit).await?;
         tx.commit().await?;
         anyhow::Ok(())
     });

@@ -11,7 +11,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::apply_events_dry_run;
+use crate::apply::{apply_events, Intent};
 use crate::batch::{apply_records, warn_undecodable};
 use crate::{decode_record, Error, EventOutcome, Health, Record, Result, WorkerMetrics};
 
@@ -263,7 +263,7 @@ async fn apply_dry(
             }
         }
     }
-    for outcome in apply_events_dry_run(tx, &events).await? {
+    for outcome in apply_events(tx, &events, Intent::DryRun).await? {
         summary.add(EventOutcome::from(outcome), 1);
     }
     Ok(())

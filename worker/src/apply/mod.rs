@@ -46,32 +46,22 @@ impl Outcome {
 pub trait Event: Borrow<(EventMeta, ClerkEvent)> + Sync {}
 impl<E: Borrow<(EventMeta, ClerkEvent)> + Sync> Event for E {}
 
-/// Applies a batch inside the caller's transaction: reduced to one change per entity, then
-/// written with a few set-based statements. Returns each event's outcome, in order.
-pub async fn apply_events(conn: &mut PgConnection, events: &[impl Event]) -> Result<Vec<Outcome>> {
-    apply_events_for(conn, events, Intent::Commit).await
-}
-
-/// [`apply_events`] in a transaction the caller will roll back (a dry run): the writes take the
-/// row locks they must, but the reads that only guard committed state against other workers
-/// take none, so a long dry run never fails on a live worker's open deletion and does not hold
-/// up the deletion of an organization. (A membership it inserts still holds its user through
-/// the foreign-key check, as any insert does.)
-pub async fn apply_events_dry_run(
-    conn: &mut PgConnection,
-    events: &[impl Event],
-) -> Result<Vec<Outcome>> {
-    apply_events_for(conn, events, Intent::DryRun).await
-}
-
 /// Whether the transaction applying a batch will commit.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Intent {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
     Commit,
+    /// A dry run, rolled back: the writes take the row locks they must, but the reads that only
+    /// guard committed state against other workers take none, so a long dry run never fails on
+    /// a live worker's open deletion and does not hold up the deletion of an organization. (A
+    /// membership it inserts still holds its user through the foreign-key check, as any insert
+    /// does.)
     DryRun,
 }
 
-async fn apply_events_for(
+/// Applies a batch inside the caller's transaction: reduced to one change per entity, then
+/// written with a few set-based statements. Returns each event's outcome, in order. With
+/// [`Intent::DryRun`] the caller will roll the transaction back.
+pub async fn apply_events(
     conn: &mut PgConnection,
     events: &[impl Event],
     intent: Intent,
@@ -92,13 +82,13 @@ pub async fn apply_all(pool: &PgPool, events: &[impl Event]) -> Result<Vec<Outco
 
 /// [`apply_all`], each event's outcome recorded in its span (`spans[i]`, made by the caller:
 /// the worker puts each in the trace the event was published in; none when empty).
-pub async fn apply_all_in_spans(
+pub(crate) async fn apply_all_in_spans(
     pool: &PgPool,
     events: &[impl Event],
     spans: &[tracing::Span],
 ) -> Result<Vec<Outcome>> {
     let mut tx = pool.begin().await?;
-    let outcomes = apply_events(&mut tx, events).await?;
+    let outcomes = apply_events(&mut tx, events, Intent::Commit).await?;
     tx.commit().await?;
     for (span, outcome) in spans.iter().zip(&outcomes) {
         span.in_scope(|| tracing::debug!(outcome = outcome.as_str(), "event applied"));
