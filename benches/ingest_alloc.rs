@@ -124,7 +124,7 @@ fn main() -> Result<()> {
                 secrets: vec![SECRET.parse::<Secret>()?],
                 tolerance: Duration::from_secs(300),
                 brokers: env.brokers.clone(),
-                kafka_options: env.options.clone(),
+                kafka_options: clerk_sync_kafka::options::KafkaOptions::new(env.options.clone()),
                 publish_deadline: deadline,
                 topics: env.topics.clone(),
                 body_limit: 256 * 1024,

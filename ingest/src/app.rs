@@ -21,7 +21,7 @@ pub struct IngestConfig {
     pub tolerance: Duration,
     pub brokers: String,
     /// librdkafka properties for the producers (already filtered for them).
-    pub kafka_options: Vec<(String, String)>,
+    pub kafka_options: clerk_sync_kafka::options::KafkaOptions,
     /// How long to wait for the broker's acknowledgement before answering 503.
     pub publish_deadline: Duration,
     pub topics: Topics,

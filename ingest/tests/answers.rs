@@ -89,7 +89,7 @@ fn config() -> IngestConfig {
         secrets: vec![SECRET.parse::<Secret>().expect("secret")],
         tolerance: Duration::from_secs(300),
         brokers: "unused:9092".to_owned(),
-        kafka_options: vec![],
+        kafka_options: Default::default(),
         publish_deadline: Duration::from_secs(5),
         topics: Topics::default(),
         body_limit: 4096,

@@ -148,6 +148,32 @@ impl std::fmt::Debug for Redacted<'_> {
     }
 }
 
+/// The operator's extra librdkafka properties (`KAFKA_OPTIONS` and the SASL settings): passwords
+/// and keys may be among them, so they are never printed — `Debug` redacts secret values — and
+/// reach librdkafka only when a client is configured ([`crate::config`]).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaOptions(Vec<(String, String)>);
+
+impl KafkaOptions {
+    pub fn new(options: Vec<(String, String)>) -> Self {
+        KafkaOptions(options)
+    }
+}
+
+impl std::ops::Deref for KafkaOptions {
+    type Target = [(String, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Redacted(&self.0).fmt(f)
+    }
+}
+
 /// The kind of client `KAFKA_OPTIONS` are applied to: one setting serves every role of the
 /// binary (one ConfigMap in Kubernetes), and each client takes the properties it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,7 +255,7 @@ mod tests {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-        let shown = format!("{:?}", Redacted(&options));
+        let shown = format!("{:?}", KafkaOptions::new(options.clone()));
         for secret in ["hunter2", "k3y", "oidc", "PRIVATE KEY"] {
             assert!(!shown.contains(secret), "{shown}");
         }

@@ -55,7 +55,7 @@ impl KafkaArgs {
     }
 
     /// Every librdkafka property to apply: `KAFKA_OPTIONS` plus the SASL credentials.
-    pub fn options(&self) -> Vec<(String, String)> {
+    pub fn options(&self) -> clerk_sync_kafka::options::KafkaOptions {
         let mut options = self.extra_options.clone();
         if let Some(user) = &self.sasl_username {
             options.push(("sasl.username".to_owned(), user.clone()));
@@ -63,7 +63,7 @@ impl KafkaArgs {
         if let Some(password) = &self.sasl_password {
             options.push(("sasl.password".to_owned(), password.expose().to_owned()));
         }
-        options
+        clerk_sync_kafka::options::KafkaOptions::new(options)
     }
 }
 

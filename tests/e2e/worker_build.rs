@@ -18,7 +18,7 @@ fn config(kafka: &TestKafka) -> WorkerConfig {
         batch_linger: Duration::ZERO,
         session_timeout: Duration::from_secs(6),
         dlq_topic: kafka.dlq.clone(),
-        kafka_options: vec![],
+        kafka_options: Default::default(),
         lag_interval: Duration::from_secs(1),
         worker_id: "current-thread".to_owned(),
     }

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-/// Everything the worker needs besides its database pool.
-#[derive(Clone)]
+/// Everything the worker needs besides its database pool (`Debug` redacts secret Kafka options).
+#[derive(Clone, Debug)]
 pub struct WorkerConfig {
     /// Kafka bootstrap servers.
     pub brokers: String,
@@ -17,7 +17,7 @@ pub struct WorkerConfig {
     /// Where records that can never be applied go.
     pub dlq_topic: String,
     /// Extra librdkafka properties (TLS, SASL, …), applied last.
-    pub kafka_options: Vec<(String, String)>,
+    pub kafka_options: clerk_sync_kafka::options::KafkaOptions,
     /// How often the lag gauges are refreshed.
     pub lag_interval: Duration,
     /// Identifies this process in logs and dead letters.
@@ -51,26 +51,5 @@ impl WorkerConfig {
             return refuse("TOPIC_*", "non-empty topic names");
         }
         Ok(())
-    }
-}
-
-/// As derived, but with `kafka_options`' secret values redacted.
-impl std::fmt::Debug for WorkerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerConfig")
-            .field("brokers", &self.brokers)
-            .field("group_id", &self.group_id)
-            .field("topics", &self.topics)
-            .field("batch_max", &self.batch_max)
-            .field("batch_linger", &self.batch_linger)
-            .field("session_timeout", &self.session_timeout)
-            .field("dlq_topic", &self.dlq_topic)
-            .field(
-                "kafka_options",
-                &clerk_sync_kafka::options::Redacted(&self.kafka_options),
-            )
-            .field("lag_interval", &self.lag_interval)
-            .field("worker_id", &self.worker_id)
-            .finish()
     }
 }

@@ -28,7 +28,7 @@ pub enum Start {
 #[derive(Clone, Debug)]
 pub struct ReplayConfig {
     pub brokers: String,
-    pub options: Vec<(String, String)>,
+    pub options: clerk_sync_kafka::options::KafkaOptions,
     /// A group of the replay's own (never the live group).
     pub group: String,
     pub topics: Vec<String>,

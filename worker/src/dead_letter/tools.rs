@@ -165,7 +165,7 @@ pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FuturePro
 #[derive(Clone, Debug)]
 pub struct Redrive {
     pub brokers: String,
-    pub options: Vec<(String, String)>,
+    pub options: clerk_sync_kafka::options::KafkaOptions,
     pub topic: String,
     pub group: String,
     pub only: Option<(i32, i64)>,
