@@ -119,21 +119,19 @@ fn main() -> Result<()> {
             Duration::from_secs(300),
         )?);
         let publisher = Publisher::new(&env.brokers, &env.options, deadline)?;
-        let ingest = clerk_sync_ingest::Ingest::with_publisher(
-            clerk_sync_ingest::IngestConfig {
-                secrets: vec![SECRET.parse::<Secret>()?],
-                tolerance: Duration::from_secs(300),
-                brokers: env.brokers.clone(),
-                kafka_options: clerk_sync_kafka::options::KafkaOptions::new(env.options.clone()),
-                publish_deadline: deadline,
-                topics: env.topics.clone(),
-                body_limit: 256 * 1024,
-                max_in_flight: 1024,
-                request_timeout: deadline,
-                max_connections: 4096,
-            },
-            Arc::new(publisher.clone()),
-        )?;
+        // Built as the binary builds it: its own Kafka publisher, called without the trait.
+        let ingest = clerk_sync_ingest::Ingest::build(clerk_sync_ingest::IngestConfig {
+            secrets: vec![SECRET.parse::<Secret>()?],
+            tolerance: Duration::from_secs(300),
+            brokers: env.brokers.clone(),
+            kafka_options: clerk_sync_kafka::options::KafkaOptions::new(env.options.clone()),
+            publish_deadline: deadline,
+            topics: env.topics.clone(),
+            body_limit: 256 * 1024,
+            max_in_flight: 1024,
+            request_timeout: deadline,
+            max_connections: 4096,
+        })?;
         ingest.set_broker_ready(true);
         let ingest = ingest.router();
         let ceiling = Router::new().route(

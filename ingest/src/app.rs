@@ -10,6 +10,7 @@ use clerk_sync_core::{Secret, Topics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::publish::Publishing;
 use crate::{router, AppState, Error, IngestMetrics, Publish, Publisher, Result, Verifier};
 
 /// Everything ingest needs. [`Ingest::build`] checks it; nothing is clamped silently.
@@ -80,21 +81,17 @@ impl Ingest {
             &config.kafka_options,
             config.publish_deadline,
         )?;
-        Self::assemble(config, verifier, Arc::new(publisher))
+        Self::assemble(config, verifier, Publishing::Kafka(publisher))
     }
 
     /// Ingest publishing through `publisher` (a fake, in tests).
     pub fn with_publisher(config: IngestConfig, publisher: Arc<dyn Publish>) -> Result<Self> {
         config.validate()?;
         let verifier = Verifier::new(&config.secrets, config.tolerance)?;
-        Self::assemble(config, verifier, publisher)
+        Self::assemble(config, verifier, Publishing::Other(publisher))
     }
 
-    fn assemble(
-        config: IngestConfig,
-        verifier: Verifier,
-        publisher: Arc<dyn Publish>,
-    ) -> Result<Self> {
+    fn assemble(config: IngestConfig, verifier: Verifier, publisher: Publishing) -> Result<Self> {
         Ok(Ingest {
             state: AppState {
                 verifier: Arc::new(verifier),

@@ -64,6 +64,43 @@ impl Publish for Publisher {
     }
 }
 
+/// Where ingest's requests publish: Kafka, called directly (no allocation per request), or any
+/// other [`Publish`] (a fake, in tests), through the trait.
+#[derive(Clone)]
+pub(crate) enum Publishing {
+    Kafka(Publisher),
+    Other(Arc<dyn Publish>),
+}
+
+impl Publishing {
+    pub(crate) async fn publish(
+        &self,
+        webhook: &VerifiedWebhook,
+        event_type: &str,
+        topic: &str,
+        key: Option<&str>,
+    ) -> Result<Published> {
+        match self {
+            Publishing::Kafka(p) => p.publish(webhook, event_type, topic, key).await,
+            Publishing::Other(p) => p.publish(webhook, event_type, topic, key).await,
+        }
+    }
+
+    pub(crate) async fn is_reachable(&self, timeout: Duration) -> bool {
+        match self {
+            Publishing::Kafka(p) => p.is_reachable(timeout).await,
+            Publishing::Other(p) => p.is_reachable(timeout).await,
+        }
+    }
+
+    pub(crate) async fn flush(&self, timeout: Duration) -> Result<()> {
+        match self {
+            Publishing::Kafka(p) => p.flush(timeout).await,
+            Publishing::Other(p) => p.flush(timeout).await,
+        }
+    }
+}
+
 /// Records in flight below which a record is sent at once rather than lingering for company.
 const EAGER_BELOW: usize = 4;
 

@@ -13,16 +13,17 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
+use crate::publish::Publishing;
 use crate::{
-    error_chain, ApiError, IngestMetrics, IngestOutcome, Publish, UnverifiedWebhook,
-    VerifiedWebhook, Verifier,
+    error_chain, ApiError, IngestMetrics, IngestOutcome, UnverifiedWebhook, VerifiedWebhook,
+    Verifier,
 };
 
 /// What every request handler shares.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub verifier: Arc<Verifier>,
-    pub publisher: Arc<dyn Publish>,
+    pub publisher: Publishing,
     pub topics: Arc<Topics>,
     pub body_limit: usize,
     /// Bounds the requests in flight; beyond it requests are shed with 503.
