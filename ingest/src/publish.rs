@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tracing::instrument;
@@ -123,32 +123,11 @@ pub struct Publisher {
 /// The record's headers: the Svix id, timestamp and event type, and the W3C trace context of
 /// the current span, so that the worker continues this request's trace.
 fn headers(webhook: &VerifiedWebhook, event_type: &str) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new()
-        .insert(Header {
-            key: record_header::EVENT_ID,
-            value: Some(webhook.id()),
-        })
-        .insert(Header {
-            key: record_header::TIMESTAMP,
-            value: Some(webhook.timestamp()),
-        })
-        .insert(Header {
-            key: record_header::EVENT_TYPE,
-            value: Some(event_type),
-        })
-        .insert(Header {
-            key: record_header::CONTENT_TYPE,
-            value: Some("application/json"),
-        });
     let mut carrier = std::collections::HashMap::new();
     TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
-    for (key, value) in &carrier {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value.as_str()),
-        });
-    }
-    headers
+    let more = std::iter::once((record_header::TIMESTAMP, webhook.timestamp()))
+        .chain(carrier.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    clerk_sync_kafka::event_headers(webhook.id(), event_type, more)
 }
 
 /// Counts a record in flight until dropped (also when the request is cancelled).

@@ -3,8 +3,10 @@
 //! is an idempotent producer that replaces itself once the broker no longer accepts it.
 
 mod clients;
+mod headers;
 pub mod options;
 mod replaceable;
 
 pub use clients::{config, Role};
+pub use headers::event_headers;
 pub use replaceable::Replaceable;

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clerk_sync_core::{record_header, route, Envelope, Secret, Topics};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::{json, Value};
@@ -273,23 +272,11 @@ async fn publish(
     let Some(topic) = topics.for_stream(route.stream) else {
         return Ok(());
     };
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: record_header::EVENT_ID,
-            value: Some(event_id),
-        })
-        .insert(Header {
-            key: record_header::EVENT_TYPE,
-            value: Some(event_type),
-        })
-        .insert(Header {
-            key: record_header::CONTENT_TYPE,
-            value: Some("application/json"),
-        })
-        .insert(Header {
-            key: record_header::ORIGIN,
-            value: Some("backfill"),
-        });
+    let headers = clerk_sync_kafka::event_headers(
+        event_id,
+        event_type,
+        [(record_header::ORIGIN, "backfill")],
+    );
     let mut record = FutureRecord::<str, [u8]>::to(topic)
         .payload(body)
         .headers(headers);
