@@ -179,7 +179,7 @@ impl DriftDb {
         sqlx::raw_sql(CREATE_LISTED)
             .execute(&mut conn)
             .await
-            .context("creating the session table of listed objects")?;
+            .context("DATABASE_URL: the drift check keeps the listing in a temporary table, which this database refuses (a read-only database or replica? point it at the primary)")?;
         let (started_at, started_ms) =
             sqlx::query_as("SELECT now()::text, (extract(epoch FROM now()) * 1000)::bigint")
                 .fetch_one(&mut conn)
@@ -235,7 +235,13 @@ impl DriftDb {
         for sql in &TABLES {
             let live: i64 = sqlx::query_scalar(sql.live)
                 .fetch_one(&mut self.conn)
-                .await?;
+                .await
+                .with_context(|| {
+                    format!(
+                        "DATABASE_URL: reading {} (is the database migrated? `clerk-sync migrate`)",
+                        sql.table
+                    )
+                })?;
             let missing: Vec<String> = sqlx::query_scalar(sql.missing)
                 .fetch_all(&mut self.conn)
                 .await?;

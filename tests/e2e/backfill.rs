@@ -106,6 +106,11 @@ impl HttpsClerk {
         self.front.url()
     }
 
+    /// Another stand-in served over https:// by the same CA (a Pushgateway, say).
+    pub async fn also_serve(&self, server: &MockServer) -> anyhow::Result<TlsFront> {
+        over_tls(&self.ca, server).await
+    }
+
     pub fn env<'a>(&'a self, url: &'a str) -> [(&'a str, &'a str); 3] {
         [
             ("CLERK_SECRET_KEY", KEY),

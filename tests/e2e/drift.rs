@@ -495,7 +495,7 @@ async fn prune_refuses_a_truncated_listing_an_empty_one_and_more_deletions_than_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_drift_check_pushes_its_figures_to_a_pushgateway_in_a_format_promtool_accepts(
+async fn the_drift_check_pushes_its_figures_over_https_to_a_pushgateway_in_a_format_promtool_accepts(
 ) -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let kafka = TestKafka::new().await?;
@@ -513,7 +513,10 @@ async fn the_drift_check_pushes_its_figures_to_a_pushgateway_in_a_format_promtoo
     .serve()
     .await;
     let https = HttpsClerk::serve(&clerk).await?;
-    let url = pushgateway.uri();
+    // Over TLS, its certificate signed by the CA the operator trusts (SSL_CERT_FILE).
+    let pushgateway_front = https.also_serve(&pushgateway).await?;
+    let url = pushgateway_front.url();
+    assert!(url.starts_with("https://"), "{url}");
     let (code, stdout, stderr) = backfill(
         &kafka,
         &db,
@@ -557,6 +560,42 @@ async fn the_drift_check_pushes_its_figures_to_a_pushgateway_in_a_format_promtoo
         "promtool check metrics: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drift_check_on_an_unmigrated_or_read_only_database_fails_naming_why_and_publishes_nothing(
+) -> anyhow::Result<()> {
+    let kafka = TestKafka::new().await?;
+    let clerk = Clerk {
+        users: vec![user("user_1", "Ann", T)],
+        ..Clerk::default()
+    }
+    .serve()
+    .await;
+    let https = HttpsClerk::serve(&clerk).await?;
+
+    let unmigrated = TestDb::unmigrated().await?;
+    let (code, _, stderr) =
+        backfill(&kafka, &unmigrated, &https, &["--dry-run", "--prune"]).await?;
+    assert_eq!(code, Some(1), "cannot tell, not 'no drift': {stderr}");
+    assert!(stderr.contains("is the database migrated?"), "{stderr}");
+
+    let read_only = TestDb::new().await?;
+    sqlx::query(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        read_only.name()
+    ))
+    .execute(&mut read_only.admin().await?)
+    .await?;
+    let (code, _, stderr) = backfill(&kafka, &read_only, &https, &["--prune"]).await?;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("read-only database or replica"), "{stderr}");
+    assert_eq!(
+        kafka.total_records()?,
+        0,
+        "nothing published, nothing pruned"
     );
     Ok(())
 }
