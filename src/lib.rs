@@ -1,5 +1,6 @@
 //! The `clerk-sync` binary's library: command-line configuration, topic administration and the
-//! throwaway local infrastructure (Postgres, tansu) used by `clerk-sync dev` and the tests.
+//! throwaway local infrastructure (Postgres, Apache Kafka) used by `clerk-sync dev`, `clerk-sync
+//! local` and the tests.
 
 pub mod backfill;
 pub mod cli;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clerk_sync::cli::{parse_with_secret_files, run, Cli, Found, EXIT_FOUND};
+use clerk_sync::cli::{parse_with_secret_files, run, ChildExit, Cli, Found, EXIT_FOUND};
 
 fn main() -> ExitCode {
     let cli = match parse_with_secret_files() {
@@ -28,6 +28,10 @@ async fn async_main(cli: Cli) -> ExitCode {
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ChildExit>().is_some() => {
+            let code = e.downcast_ref::<ChildExit>().map_or(1, |c| c.0);
+            ExitCode::from(code)
+        }
         Err(e) if e.downcast_ref::<Found>().is_some() => {
             eprintln!("found: {e}");
             ExitCode::from(EXIT_FOUND)

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{DatabaseArgs, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
-use crate::local::{TansuBroker, TempPostgres};
+use crate::local::{LocalKafka, TempPostgres};
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -25,9 +25,13 @@ pub struct DevArgs {
     /// Use this database instead of a throwaway cluster.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
-    /// Use this broker instead of a local tansu.
+    /// Use this broker instead of a local Apache Kafka.
     #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS")]
     pub brokers: Option<String>,
+    /// Start a local cluster of three Kafka nodes (replication 3, min.insync.replicas=2) instead
+    /// of one.
+    #[arg(long, conflicts_with = "brokers")]
+    pub cluster: bool,
     /// Signing secret to accept; generated when unset.
     #[arg(
         long = "webhook-secret",
@@ -64,7 +68,7 @@ const DEMO_FIXTURES: &[(&str, &[u8])] = &[
 #[derive(Default)]
 struct Local {
     _postgres: Option<TempPostgres>,
-    _broker: Option<TansuBroker>,
+    _broker: Option<LocalKafka>,
 }
 
 pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
@@ -75,11 +79,12 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     let topics = TopicArgs::default();
     // Every topic the worker writes to as well as reads: without the dead-letter topic, the
     // first undecodable record would hold its partition while the write is retried.
+    let replication = if args.cluster { 3 } else { 1 };
     let specs = crate::topics::plan(
         &topics.topics().synced(),
         &topics.topic_dlq,
         3,
-        1,
+        replication,
         None,
         crate::topics::DEFAULT_DLQ_RETENTION_MS,
     );
@@ -126,21 +131,29 @@ async fn database(args: &DevArgs, local: &mut Local) -> Result<Secret> {
     Ok(url)
 }
 
-/// `--kafka-brokers`, or a local tansu.
+/// `--kafka-brokers`, or a local Apache Kafka.
 async fn broker(args: &DevArgs, local: &mut Local) -> Result<KafkaArgs> {
     let mut kafka = KafkaArgs::new("");
     if let Some(brokers) = &args.brokers {
         kafka.brokers = brokers.clone();
         return Ok(kafka);
     }
-    eprintln!("starting a local tansu broker…");
-    let broker = TansuBroker::start().await?;
+    let nodes = if args.cluster { 3 } else { 1 };
+    eprintln!(
+        "starting a local Apache Kafka ({nodes} node{})…",
+        if nodes == 1 { "" } else { "s" }
+    );
+    let broker = crate::local::KafkaSettings::default()
+        .nodes(nodes)
+        .start()
+        .await?;
+    eprintln!(
+        "Apache Kafka {} on {} (logs under {})",
+        broker.version(),
+        broker.brokers(),
+        broker.dir().display()
+    );
     kafka.brokers = broker.brokers();
-    // tansu holds an empty fetch to the end of its wait, even when a record arrives: a short
-    // wait keeps a new row ~10 ms away, not ~100 (BENCHMARKS.md, freshness).
-    kafka
-        .extra_options
-        .push(("fetch.wait.max.ms".to_owned(), "10".to_owned()));
     local._broker = Some(broker);
     Ok(kafka)
 }

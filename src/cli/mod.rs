@@ -7,6 +7,7 @@ mod dev;
 mod dlq;
 mod ingest;
 mod lag;
+mod local;
 mod migrate;
 mod probe;
 mod replay;
@@ -18,6 +19,7 @@ mod worker;
 use clap::{Parser, Subcommand};
 
 pub use args::{DatabaseArgs, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
+pub use local::ChildExit;
 pub use secret_files::{parse_with_secret_files, read_secret_files};
 pub use shutdown::shutdown_token;
 
@@ -81,6 +83,9 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Run the whole pipeline locally: broker, Postgres, migrations, ingest and worker.
     Dev(dev::DevArgs),
+    /// Throwaway Apache Kafka and Postgres for scripts, tests and benchmarks.
+    #[command(subcommand)]
+    Local(local::LocalCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
     Completions {
         /// The shell to complete for.
@@ -99,6 +104,7 @@ impl Command {
             Command::Lag(_) => "lag",
             Command::Dlq(_) => "dlq",
             Command::Dev(_) => "dev",
+            Command::Local(_) => "local",
             Command::Probe(_) => "probe",
             Command::Replay(_) => "replay",
             Command::Compare(_) => "compare",
@@ -117,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => dlq::run(command).await,
         Command::Lag(args) => lag::run(args).await,
         Command::Dev(args) => dev::run(args, shutdown_token()).await,
+        Command::Local(command) => local::run(command, shutdown_token()).await,
         Command::Probe(args) => probe::run(args).await,
         Command::Replay(args) => replay::run(args, shutdown_token()).await,
         Command::Compare(args) => compare::run(args).await,

@@ -1,10 +1,11 @@
-//! Throwaway infrastructure for `clerk-sync dev` and the tests: a Postgres cluster made with the
-//! machine's server binaries, and a tansu broker. Both stop when dropped.
+//! Throwaway infrastructure for `clerk-sync dev`, `clerk-sync local` (which the scripts call) and
+//! the tests: a Postgres cluster made with the machine's server binaries, and Apache Kafka run
+//! from its jars. Both stop, and their data is removed, when dropped.
 
+pub mod kafka;
 mod port;
 mod postgres;
-mod tansu;
 
+pub use kafka::{KafkaSettings, LocalKafka};
 pub use port::free_port;
 pub use postgres::TempPostgres;
-pub use tansu::TansuBroker;

@@ -130,7 +130,7 @@ impl TempPostgres {
             let port = free_port()?;
             let options = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{}",
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=500{}",
                 self.settings
             );
             let log = self.dir.path().join("postgres.log");
@@ -176,7 +176,7 @@ impl TempPostgres {
     pub fn resume(&self) -> Result<()> {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{}",
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=500{}",
             self.port, self.settings
         );
         let log = self.dir.path().join("postgres.log");

@@ -11,6 +11,10 @@ use crate::harness::{
 use crate::observability::{scrape, sum_of};
 use crate::pipeline::{wait_until_all_committed, WAIT};
 
+/// A killed worker holds its partitions until its session expires: short, so that the group
+/// moves on within the test's wait.
+const SHORT_SESSION: (&str, &str) = ("KAFKA_SESSION_TIMEOUT_MS", "6000");
+
 #[tokio::test]
 async fn a_worker_killed_mid_stream_loses_nothing_after_it_restarts() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
@@ -19,7 +23,7 @@ async fn a_worker_killed_mid_stream_loses_nothing_after_it_restarts() -> anyhow:
     let (history, delivery) = sim::history_and_delivery(60)?;
     let (first, rest) = delivery.split_at(delivery.len() / 2);
 
-    let worker = WorkerProcess::start(&db, &kafka).await?;
+    let worker = WorkerProcess::start_with(&db, &kafka, &[SHORT_SESSION]).await?;
     post_all(&ingest, first).await?;
     eventually("some rows", WAIT, || async {
         (db.count("SELECT count(*) FROM users").await > 0).then_some(())
@@ -41,8 +45,8 @@ async fn two_workers_in_a_group_finish_the_stream_when_one_is_killed() -> anyhow
     let (history, delivery) = sim::history_and_delivery(60)?;
     let (first, rest) = delivery.split_at(delivery.len() / 3);
 
-    let doomed = WorkerProcess::start(&db, &kafka).await?;
-    let _survivor = WorkerProcess::start(&db, &kafka).await?;
+    let doomed = WorkerProcess::start_with(&db, &kafka, &[SHORT_SESSION]).await?;
+    let _survivor = WorkerProcess::start_with(&db, &kafka, &[SHORT_SESSION]).await?;
     post_all(&ingest, first).await?;
     doomed.kill().await?;
     post_all(&ingest, rest).await?;
@@ -103,6 +107,8 @@ async fn a_database_outage_longer_than_the_poll_deadline_keeps_the_group_and_app
         &[
             // One setting for every role, as one ConfigMap gives it: linger.ms is ingest's.
             ("KAFKA_OPTIONS", "max.poll.interval.ms=7000,linger.ms=5"),
+            // librdkafka wants the session no longer than the poll deadline.
+            SHORT_SESSION,
             (STDERR_FILE, log.path().to_str().expect("path")),
         ],
     )
@@ -326,12 +332,11 @@ async fn a_record_the_database_rejects_is_dead_lettered_and_redriven_once_after_
     Ok(())
 }
 
-// Multi-threaded: the proxy's tasks must keep running while the test blocks on Kafka calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingest_answers_503_while_the_broker_is_unreachable_and_2xx_after_and_loses_nothing_acknowledged(
+async fn ingest_answers_503_while_the_broker_is_stopped_and_2xx_once_it_is_back_and_loses_nothing_acknowledged(
 ) -> anyhow::Result<()> {
     let db = TestDb::new().await?;
-    let kafka = TestKafka::behind_proxy().await?;
+    let mut kafka = TestKafka::private().await?;
     let ingest = Ingest::start(&kafka, &[("PUBLISH_DEADLINE_MS", "1500")]).await?;
     let client = reqwest::Client::new();
     let post = |id: &'static str, name: &'static str| {
@@ -346,8 +351,8 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_2xx_after_and_lo
     };
     assert_eq!(post("msg_1", "user.created.json").await?.status(), 200);
 
-    let proxy = kafka.proxy.as_ref().expect("a proxy");
-    proxy.cut();
+    // A real stop (SIGTERM, a controlled shutdown), its data kept on disk.
+    kafka.broker().stop_node(1).await?;
     let down = post("msg_2", "organization.created.json").await?;
     assert_eq!(down.status(), 503);
     assert!(down.headers().contains_key("retry-after"));
@@ -363,7 +368,7 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_2xx_after_and_lo
     )
     .await;
 
-    proxy.restore();
+    kafka.broker().start_node(1).await?;
     // Svix retries the same message until it is accepted.
     eventually("ingest accepts again", WAIT, || async {
         let r = post("msg_2", "organization.created.json").await.ok()?;
@@ -385,17 +390,17 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_2xx_after_and_lo
     Ok(())
 }
 
-// Multi-threaded: the proxy's tasks must keep running while the test blocks on Kafka calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_in_flight_ingest_sheds_load_with_503_at_once() -> anyhow::Result<()> {
-    let kafka = TestKafka::behind_proxy().await?;
+    let mut kafka = TestKafka::private().await?;
     let ingest = Ingest::start(
         &kafka,
         &[("PUBLISH_DEADLINE_MS", "4000"), ("MAX_IN_FLIGHT", "1")],
     )
     .await?;
-    // With the broker cut off, the one request allowed in flight waits for its deadline.
-    kafka.proxy.as_ref().expect("a proxy").cut();
+    // With the broker frozen (SIGSTOP: connections open, nothing answered), the one request
+    // allowed in flight waits for its deadline.
+    kafka.broker().pause_node(1)?;
     let client = reqwest::Client::new();
     let body = crate::harness::fixture("user.created.json");
     let slow = signed_post(
@@ -427,16 +432,16 @@ async fn beyond_max_in_flight_ingest_sheds_load_with_503_at_once() -> anyhow::Re
     );
     let first = slow.await??;
     assert_eq!(first.status(), 503);
+    kafka.broker().resume_node(1)?;
     Ok(())
 }
 
-// Multi-threaded: the proxy's tasks must keep running while the test waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_finishes_in_flight_requests_on_sigterm_then_exits_cleanly() -> anyhow::Result<()> {
-    let kafka = TestKafka::behind_proxy().await?;
+    let mut kafka = TestKafka::private().await?;
     let ingest = Ingest::start(&kafka, &[("PUBLISH_DEADLINE_MS", "8000")]).await?;
-    let proxy = kafka.proxy.as_ref().expect("a proxy");
-    proxy.cut();
+    // Frozen: the request stays in flight until the broker answers.
+    kafka.broker().pause_node(1)?;
     let client = reqwest::Client::new();
     let body = crate::harness::fixture("user.created.json");
     let in_flight = tokio::spawn(
@@ -458,7 +463,7 @@ async fn ingest_finishes_in_flight_requests_on_sigterm_then_exits_cleanly() -> a
         reqwest::get(format!("{base}/healthz")).await.is_err(),
         "stopped accepting"
     );
-    proxy.restore();
+    kafka.broker().resume_node(1)?;
     let answer = in_flight.await??;
     assert_eq!(
         answer.status(),

@@ -266,11 +266,10 @@ async fn one_trace_runs_from_the_http_request_through_the_broker_to_the_database
     Ok(())
 }
 
-// Multi-threaded: the proxy's tasks must keep running while the test waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workers_readiness_follows_broker_reachability() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
-    let kafka = TestKafka::behind_proxy().await?;
+    let mut kafka = TestKafka::private().await?;
     let worker = WorkerProcess::start_with(&db, &kafka, &[("LAG_REFRESH_MS", "300")]).await?;
     let ready = |expected: u16| {
         let url = format!("{}/readyz", worker.base);
@@ -282,13 +281,13 @@ async fn the_workers_readiness_follows_broker_reachability() -> anyhow::Result<(
         }
     };
     eventually("ready", WAIT, || ready(200)).await;
-    kafka.proxy.as_ref().expect("a proxy").cut();
+    kafka.broker().stop_node(1).await?;
     let body = eventually("not ready while the broker is unreachable", WAIT, || {
         ready(503)
     })
     .await;
     assert_eq!(body["broker"], false);
-    kafka.proxy.as_ref().expect("a proxy").restore();
+    kafka.broker().start_node(1).await?;
     eventually("ready again", WAIT, || ready(200)).await;
     Ok(())
 }

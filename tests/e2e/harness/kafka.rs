@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use clerk_sync::local::TansuBroker;
+use clerk_sync::local::{KafkaSettings, LocalKafka};
 use clerk_sync_core::Topics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -16,10 +16,8 @@ pub struct TestKafka {
     pub topics: Topics,
     pub dlq: String,
     pub group: String,
-    /// Kept so that a private broker lives as long as the test.
-    _broker: Option<TansuBroker>,
-    /// In front of a private broker when the test wants to cut it off.
-    pub proxy: Option<super::proxy::ChaosProxy>,
+    /// A broker of the test's own, which it may stop, kill, pause and start again.
+    pub broker: Option<LocalKafka>,
 }
 
 impl TestKafka {
@@ -30,26 +28,25 @@ impl TestKafka {
         }
     }
 
-    /// On a broker of the test's own, which it may kill and restart.
+    /// On a single-node Apache Kafka of the test's own.
     pub async fn private() -> Result<Self> {
-        let broker = TansuBroker::start().await?;
+        Self::private_with(KafkaSettings::default()).await
+    }
+
+    /// On an Apache Kafka of the test's own, started with `settings`.
+    pub async fn private_with(settings: KafkaSettings) -> Result<Self> {
+        let broker = settings.start().await?;
         Self::on(broker.brokers(), Some(broker)).await
     }
 
-    /// On a broker of the test's own that clients reach only through a [`ChaosProxy`].
-    ///
-    /// [`ChaosProxy`]: super::proxy::ChaosProxy
-    pub async fn behind_proxy() -> Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let proxy_port = listener.local_addr()?.port();
-        let broker = TansuBroker::start_advertising(proxy_port).await?;
-        let proxy = super::proxy::ChaosProxy::start(listener, broker.port())?;
-        let mut kafka = Self::on(format!("127.0.0.1:{proxy_port}"), Some(broker)).await?;
-        kafka.proxy = Some(proxy);
-        Ok(kafka)
+    /// The test's own broker (a test that stops or restarts it started one).
+    pub fn broker(&mut self) -> &mut LocalKafka {
+        self.broker
+            .as_mut()
+            .expect("this test needs a private broker (TestKafka::private)")
     }
 
-    async fn on(brokers: String, broker: Option<TansuBroker>) -> Result<Self> {
+    async fn on(brokers: String, broker: Option<LocalKafka>) -> Result<Self> {
         let prefix = format!("{}.", unique("t"));
         let topics = Topics::with_prefix(&prefix);
         let dlq = format!("{prefix}clerk.dlq");
@@ -58,8 +55,7 @@ impl TestKafka {
             topics,
             dlq,
             group: unique("g-"),
-            _broker: broker,
-            proxy: None,
+            broker,
         };
         kafka.create_topics().await?;
         Ok(kafka)

@@ -1,4 +1,4 @@
-//! Test harness: a real Postgres and a real Kafka-protocol broker, one database and one set of
+//! Test harness: a real Postgres and a real Apache Kafka, one database and one set of
 //! topics and consumer group per test, and the real `clerk-sync` binary as child processes.
 //!
 //! `DATABASE_URL` / `KAFKA_BROKERS` point the tests at running servers (scripts/test starts
@@ -8,7 +8,6 @@ pub mod db;
 pub mod kafka;
 pub mod otlp;
 pub mod process;
-pub mod proxy;
 pub mod records;
 pub mod signing;
 pub mod sim;

@@ -211,9 +211,7 @@ impl WorkerProcess {
                 .arg("worker")
                 .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
                 .env("DATABASE_URL", &db.url)
-                .env("KAFKA_GROUP_ID", &kafka.group)
-                // A short session: tansu assigns partitions after about half of it.
-                .env("KAFKA_SESSION_TIMEOUT_MS", "6000");
+                .env("KAFKA_GROUP_ID", &kafka.group);
             topic_env(&mut command, kafka);
             for (k, v) in extra {
                 command.env(k, v);
