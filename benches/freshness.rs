@@ -6,6 +6,11 @@
 //! 2. steady rates (BENCH_FRESH_RATES, default 50,500,2000 webhooks/s) for BENCH_FRESH_SECS
 //!    (default 10) each.
 //!
+//! 3. a second worker joining the group and later leaving it (SIGTERM), at BENCH_GROUP_RATE
+//!    (default 200) webhooks/s: the longest a webhook then waits for its row is the longest a
+//!    partition goes unconsumed while its owner changes (KAFKA_GROUP_PROTOCOL, passed to both
+//!    workers, compares the classic protocol with KIP-848's).
+//!
 //! Each with p50/p90/p99/max, ingest CPU per accepted webhook and worker CPU per applied event.
 //! KAFKA_OPTIONS (extra librdkafka properties) applies to both processes, to compare fetch
 //! settings. Prints figures; asserts nothing.
@@ -110,6 +115,40 @@ impl Pipeline {
     }
 }
 
+/// The instant each posted webhook was answered, once every one of their rows is visible.
+async fn answered_and_seen(
+    pipeline: &Pipeline,
+    tasks: Vec<tokio::task::JoinHandle<(String, Result<Instant>)>>,
+    timeout: Duration,
+) -> Result<HashMap<String, Instant>> {
+    let mut posted = HashMap::new();
+    for task in tasks {
+        let (id, at) = task.await?;
+        posted.insert(id, at?);
+    }
+    let ids: Vec<String> = posted.keys().cloned().collect();
+    pipeline.wait_seen(&ids, timeout).await?;
+    Ok(posted)
+}
+
+/// Events a worker has applied, from its own metrics.
+async fn events_applied(client: &reqwest::Client, port: u16) -> Option<u64> {
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("clerk_sync_worker_events_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
 fn chrono_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -144,14 +183,17 @@ async fn main() -> Result<()> {
     let db_name = format!("bench_fresh_{}", std::process::id());
     let db = env.fresh_database(&db_name).await?;
     let (ingest_port, worker_port) = (free_port()?, free_port()?);
-    let mut worker = env.command("worker");
-    worker
-        .env("DATABASE_URL", &db)
-        .env("KAFKA_GROUP_ID", format!("{}-fresh", env.run))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{worker_port}"))
-        // tansu assigns partitions after about half the session timeout (see README).
-        .env("KAFKA_SESSION_TIMEOUT_MS", "6000");
-    let mut worker = worker.spawn().context("starting the worker")?;
+    let worker_command = |port: u16| {
+        let mut worker = env.command("worker");
+        worker
+            .env("DATABASE_URL", &db)
+            .env("KAFKA_GROUP_ID", format!("{}-fresh", env.run))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
+        worker
+    };
+    let mut worker = worker_command(worker_port)
+        .spawn()
+        .context("starting the worker")?;
     let mut ingest = env.command("ingest");
     ingest
         .env("CLERK_WEBHOOK_SECRET", SECRET)
@@ -234,13 +276,7 @@ async fn main() -> Result<()> {
             let p = pipeline.clone();
             tasks.push(tokio::spawn(async move { (id.clone(), p.post(&id).await) }));
         }
-        let mut posted = HashMap::new();
-        for task in tasks {
-            let (id, at) = task.await?;
-            posted.insert(id, at?);
-        }
-        let ids: Vec<String> = posted.keys().cloned().collect();
-        pipeline.wait_seen(&ids, Duration::from_secs(60)).await?;
+        let posted = answered_and_seen(&pipeline, tasks, Duration::from_secs(60)).await?;
         let after = pipeline.cpu();
         let achieved = total as f64 / started.elapsed().as_secs_f64();
         report(
@@ -250,6 +286,70 @@ async fn main() -> Result<()> {
             (after.0 - before.0, after.1 - before.1),
         );
     }
+
+    // 3. A worker joins, then leaves.
+    let rate = env_or("BENCH_GROUP_RATE", 200_u64);
+    let phase = Duration::from_secs(10);
+    let gap = Duration::from_secs_f64(1.0 / rate as f64);
+    let protocol = std::env::var("KAFKA_GROUP_PROTOCOL").unwrap_or_else(|_| "default".into());
+    let started = tokio::time::Instant::now();
+    let total = rate * 3 * phase.as_secs();
+    let mut tasks = Vec::with_capacity(total as usize);
+    let (mut joined_at, mut left_at) = (None, None);
+    let mut joiner_applied = None;
+    let mut second: Option<tokio::process::Child> = None;
+    let second_port = free_port()?;
+    for i in 0..total {
+        let at = started + gap * i as u32;
+        tokio::time::sleep_until(at).await;
+        if joined_at.is_none() && at >= started + phase {
+            second = Some(
+                worker_command(second_port)
+                    .spawn()
+                    .context("second worker")?,
+            );
+            joined_at = Some(Instant::now());
+        }
+        if left_at.is_none() && at >= started + 2 * phase {
+            joiner_applied = events_applied(&pipeline.client, second_port).await;
+            if let Some(pid) = second.as_ref().and_then(tokio::process::Child::id) {
+                std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()?;
+            }
+            left_at = Some(Instant::now());
+        }
+        let id = format!("user_g_{i}");
+        let p = pipeline.clone();
+        tasks.push(tokio::spawn(async move { (id.clone(), p.post(&id).await) }));
+    }
+    let posted = answered_and_seen(&pipeline, tasks, Duration::from_secs(120)).await?;
+    if let Some(mut second) = second {
+        second.wait().await?;
+    }
+    let (joined_at, left_at) = (
+        joined_at.context("join time")?,
+        left_at.context("leave time")?,
+    );
+    println!(
+        "group change at {rate}/s, KAFKA_GROUP_PROTOCOL={protocol}: 200 -> row visible for the webhooks answered in each {phase:?} (the joining worker applied {} of them before leaving)",
+        joiner_applied.map_or("?".to_owned(), |n| n.to_string())
+    );
+    let window = |from: Instant, to: Option<Instant>| -> HashMap<String, Instant> {
+        posted
+            .iter()
+            .filter(|(_, at)| **at >= from && to.is_none_or(|to| **at < to))
+            .map(|(id, at)| (id.clone(), *at))
+            .collect()
+    };
+    let no_cpu = (Duration::ZERO, Duration::ZERO);
+    report(
+        "  a worker joins",
+        &window(joined_at, Some(left_at)),
+        &seen,
+        no_cpu,
+    );
+    report("  the worker leaves", &window(left_at, None), &seen, no_cpu);
     listening.abort();
     Ok(())
 }

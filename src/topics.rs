@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -68,7 +68,10 @@ impl std::fmt::Display for TopicSpec {
     }
 }
 
-/// Creates the topics of `specs` that do not exist yet; existing ones are left as they are.
+/// Creates the topics of `specs` that do not exist yet, then reads every one back from the
+/// broker: a topic that exists with other partitions, replication or settings than asked (made
+/// earlier by hand, or by a broker's `auto.create.topics.enable` with its defaults) is an error
+/// naming each difference, never left silently as it is.
 pub async fn create(
     brokers: &str,
     options: &[(String, String)],
@@ -102,7 +105,103 @@ pub async fn create(
             Err((topic, code)) => bail!("creating topic {topic}: {code}"),
         }
     }
+    let differences = differences(admin, specs).await?;
+    if !differences.is_empty() {
+        bail!(
+            "topics exist with other settings than asked: {} (change them with Kafka's \
+             kafka-topics --alter / kafka-configs --alter, or recreate them)",
+            differences.join("; ")
+        );
+    }
     Ok(())
+}
+
+/// How each topic as the broker describes it differs from its spec. A topic just created may
+/// not be in every broker's metadata yet: read again for a few seconds before calling it
+/// missing.
+async fn differences(
+    admin: AdminClient<DefaultClientContext>,
+    specs: &[TopicSpec],
+) -> Result<Vec<String>> {
+    let admin = std::sync::Arc::new(admin);
+    let mut attempt = 0;
+    let layout = loop {
+        let (client, names) = (
+            admin.clone(),
+            specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        );
+        let layout = tokio::task::spawn_blocking(move || layouts(&client, &names)).await??;
+        attempt += 1;
+        if layout.iter().all(Option::is_some) || attempt >= 20 {
+            break layout;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let resources: Vec<ResourceSpecifier<'_>> = specs
+        .iter()
+        .map(|s| ResourceSpecifier::Topic(&s.name))
+        .collect();
+    let described = admin
+        .describe_configs(&resources, &AdminOptions::new())
+        .await
+        .context("describing the topics' settings")?;
+    let mut found = Vec::new();
+    for ((spec, layout), configs) in specs.iter().zip(layout).zip(described) {
+        let Some((partitions, replication)) = layout else {
+            found.push(format!("{} is missing", spec.name));
+            continue;
+        };
+        if partitions != spec.partitions {
+            found.push(format!(
+                "{} has {partitions} partitions (asked {})",
+                spec.name, spec.partitions
+            ));
+        }
+        if replication != spec.replication {
+            found.push(format!(
+                "{} has replication {replication} (asked {})",
+                spec.name, spec.replication
+            ));
+        }
+        let configs =
+            configs.map_err(|code| anyhow::anyhow!("describing {}: {code}", spec.name))?;
+        let entries = configs.entry_map();
+        for (key, wanted) in &spec.configs {
+            let actual = entries.get(key).and_then(|e| e.value.as_deref());
+            if actual != Some(wanted.as_str()) {
+                found.push(format!(
+                    "{} has {key}={} (asked {wanted})",
+                    spec.name,
+                    actual.unwrap_or("unset")
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Each topic's partition count and its first partition's replica count, from the metadata
+/// (blocking); `None` for a topic the broker does not know.
+fn layouts(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[String],
+) -> Result<Vec<Option<(i32, i32)>>> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("reading the topics back")?;
+    Ok(names
+        .iter()
+        .map(|name| {
+            let topic = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none())?;
+            let partitions = topic.partitions();
+            let replication = partitions.first().map_or(0, |p| p.replicas().len() as i32);
+            (!partitions.is_empty()).then_some((partitions.len() as i32, replication))
+        })
+        .collect())
 }
 
 /// Creates `names` with `partitions` and `replication` and nothing else (tests' own topics).

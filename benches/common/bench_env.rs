@@ -107,11 +107,11 @@ impl BenchEnv {
         if !self.options_raw.is_empty() {
             command.env("KAFKA_OPTIONS", &self.options_raw);
         }
-        // Allocator settings, for comparing memory figures; the worker's batch size, for
-        // comparing drain rates.
-        for (key, value) in
-            std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_") || k == "BATCH_MAX")
-        {
+        // Allocator settings, for comparing memory figures; the worker's batch size and group
+        // protocol, for comparing drain rates and rebalances.
+        for (key, value) in std::env::vars().filter(|(k, _)| {
+            k.starts_with("MALLOC_") || k == "BATCH_MAX" || k == "KAFKA_GROUP_PROTOCOL"
+        }) {
             command.env(key, value);
         }
         command

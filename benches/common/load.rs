@@ -228,7 +228,7 @@ pub async fn produce_all(env: &BenchEnv, w: &Workload, connections: usize) -> Re
     }
     let ready = Arc::new(ready);
     // Connected before the clock starts, as ingest's producer is once it serves.
-    publisher.is_reachable(Duration::from_secs(10)).await;
+    publisher.readiness(&[], Duration::from_secs(10)).await;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -21,34 +21,6 @@ pub struct Rebuild {
     pub summary: String,
 }
 
-/// tansu 0.6.0 answers a partition's log end (ListOffsets, latest) as its last batch's base
-/// offset + 1: after a preload in multi-record batches, a replay (which reads up to the log end
-/// it sees at the start) would stop short of each partition's last few records (README, tansu
-/// gaps). Ending every partition with a batch of one record, of an event type the sync ignores,
-/// makes that answer the true log end. Returns how many records it added.
-pub async fn end_each_partition_alone(env: &BenchEnv) -> Result<usize> {
-    use rdkafka::consumer::BaseConsumer;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let consumer: BaseConsumer = env.client_config("bench-partitions").create()?;
-    let partitions = crate::bench_env::partitions(&consumer, &env.topic_names())?;
-    let mut config = env.client_config("unused");
-    config.set("linger.ms", "0");
-    let producer: FutureProducer = config.create()?;
-    let payload = include_str!("../../tests/fixtures/session.created.json");
-    for e in partitions.elements() {
-        producer
-            .send(
-                FutureRecord::<(), _>::to(e.topic())
-                    .partition(e.partition())
-                    .payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
-    Ok(partitions.count())
-}
-
 pub async fn rebuild(env: &BenchEnv, batch_max: usize) -> Result<Rebuild> {
     let db = env
         .fresh_database(&format!("bench_rebuild_{batch_max}"))

@@ -36,10 +36,16 @@ pub struct Op {
 }
 
 pub fn arb_op() -> impl Strategy<Value = Op> {
+    arb_op_among(3, 2)
+}
+
+/// An operation on one of `users` users and `orgs` organizations: a deleted entity never comes
+/// back, so a long history that should stay lively needs more of them than [`arb_op`]'s few.
+pub fn arb_op_among(users: u8, orgs: u8) -> impl Strategy<Value = Op> {
     (
         0u8..10,
-        0u8..3,
-        0u8..2,
+        0u8..users.max(1),
+        0u8..orgs.max(1),
         prop_oneof![1 => Just(0u16), 6 => 1u16..5000],
         any::<bool>(),
     )

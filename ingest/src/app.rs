@@ -1,7 +1,6 @@
 //! Ingest built from one validated configuration, behind the [`Publish`] seam: the binary
 //! builds it with Kafka, tests with a fake, and both get the same router and answers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::publish::Publishing;
-use crate::{router, AppState, Error, IngestMetrics, Publish, Publisher, Result, Verifier};
+use crate::{
+    router, AppState, Error, IngestMetrics, Publish, Publisher, Readiness, Result, Verifier,
+};
 
 /// Everything ingest needs. [`Ingest::build`] checks it; nothing is clamped silently.
 #[derive(Clone, Debug)]
@@ -101,7 +102,7 @@ impl Ingest {
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
                 request_timeout: config.request_timeout,
                 max_connections: config.max_connections,
-                broker_ready: Arc::new(AtomicBool::new(false)),
+                readiness: Arc::new(std::sync::RwLock::new(Readiness::Unreachable)),
                 metrics: IngestMetrics::new(prometheus::Registry::new()).map_err(Error::Metrics)?,
             },
         })
@@ -114,7 +115,14 @@ impl Ingest {
 
     /// What `/readyz` answers until the next background check ([`Ingest::serve`] runs it).
     pub fn set_broker_ready(&self, ready: bool) {
-        self.state.broker_ready.store(ready, Ordering::Relaxed);
+        let readiness = if ready {
+            Readiness::Ready
+        } else {
+            Readiness::Unreachable
+        };
+        if let Ok(mut current) = self.state.readiness.write() {
+            *current = readiness;
+        }
     }
 
     /// Serves until `cancel` fires, lets in-flight requests finish, then flushes the publisher.

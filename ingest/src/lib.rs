@@ -15,7 +15,7 @@ pub use app::{Ingest, IngestConfig};
 pub use error::{error_chain, Error, Result};
 pub use metrics::IngestMetrics;
 pub use outcome::IngestOutcome;
-pub use publish::{BoxFuture, Publish, Published, Publisher};
+pub use publish::{BoxFuture, Publish, Published, Publisher, Readiness};
 use routes::{router, AppState};
 use server::serve;
 pub use server::{serve_router, ServeLimits};

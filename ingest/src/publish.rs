@@ -1,4 +1,3 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,16 @@ pub struct Published {
     pub offset: i64,
 }
 
+/// What ingest's background check found (`/readyz` answers from it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// The broker did not answer.
+    Unreachable,
+    /// The broker answers but lacks these topics.
+    MissingTopics(Vec<String>),
+}
+
 /// A boxed future: what [`Publish`] returns, so that it can be a trait object.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -37,8 +46,10 @@ pub trait Publish: Send + Sync + 'static {
         key: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Published>>;
 
-    /// Whether the destination answers within `timeout` (`/readyz`).
-    fn is_reachable(&self, timeout: Duration) -> BoxFuture<'_, bool>;
+    /// Whether the destination answers within `timeout` and has every one of `topics`
+    /// (`/readyz`).
+    fn readiness<'a>(&'a self, topics: &'a [String], timeout: Duration)
+        -> BoxFuture<'a, Readiness>;
 
     /// Waits for what is in flight (shutdown).
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<()>>;
@@ -55,8 +66,12 @@ impl Publish for Publisher {
         Box::pin(Publisher::publish(self, webhook, event_type, topic, key))
     }
 
-    fn is_reachable(&self, timeout: Duration) -> BoxFuture<'_, bool> {
-        Box::pin(Publisher::is_reachable(self, timeout))
+    fn readiness<'a>(
+        &'a self,
+        topics: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Readiness> {
+        Box::pin(Publisher::readiness(self, topics, timeout))
     }
 
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<()>> {
@@ -86,10 +101,10 @@ impl Publishing {
         }
     }
 
-    pub(crate) async fn is_reachable(&self, timeout: Duration) -> bool {
+    pub(crate) async fn readiness(&self, topics: &[String], timeout: Duration) -> Readiness {
         match self {
-            Publishing::Kafka(p) => p.is_reachable(timeout).await,
-            Publishing::Other(p) => p.is_reachable(timeout).await,
+            Publishing::Kafka(p) => p.readiness(topics, timeout).await,
+            Publishing::Other(p) => p.readiness(topics, timeout).await,
         }
     }
 
@@ -101,22 +116,14 @@ impl Publishing {
     }
 }
 
-/// Records in flight below which a record is sent at once rather than lingering for company.
-const EAGER_BELOW: usize = 4;
-
-/// Idempotent producers that report success only once the broker has acknowledged the write.
-///
-/// Two of them, over the same settings: `linger.ms` lets librdkafka batch under load, but it
-/// delays every record by that much when ingest is idle (librdkafka cannot linger only when
-/// busy). So a record goes through the eager producer (`linger.ms=0`) while few others are in
-/// flight, and through the batching one under load. Records of one entity may then take either
-/// way and reach Kafka in another order than they reached ingest; the worker's version guards
-/// make the order irrelevant, as they do for Svix's own retries.
+/// An idempotent producer that reports success only once the broker has acknowledged the
+/// write. It sends a record at once (`linger.ms=0`, the Ingest role's): under load librdkafka
+/// still batches the records that queue while a request is in flight, and on Apache Kafka that
+/// measured faster than lingering and than a second, lingering producer for bursts
+/// (BENCHMARKS.md, ingest). An operator's `linger.ms` in `KAFKA_OPTIONS` wins.
 #[derive(Clone)]
 pub struct Publisher {
-    eager: Arc<Replaceable>,
-    batching: Arc<Replaceable>,
-    in_flight: Arc<AtomicUsize>,
+    producer: Arc<Replaceable>,
     deadline: Duration,
 }
 
@@ -130,24 +137,11 @@ fn headers(webhook: &VerifiedWebhook, event_type: &str) -> OwnedHeaders {
     clerk_sync_kafka::event_headers(webhook.id(), event_type, more)
 }
 
-/// Counts a record in flight until dropped (also when the request is cancelled).
-struct InFlight(Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Publisher {
     pub fn new(brokers: &str, options: &[(String, String)], deadline: Duration) -> Result<Self> {
-        let batching = clerk_sync_kafka::config(Role::Ingest { deadline }, brokers, options);
-        let mut eager = batching.clone();
-        eager.set("linger.ms", "0");
+        let config = clerk_sync_kafka::config(Role::Ingest { deadline }, brokers, options);
         Ok(Publisher {
-            eager: Arc::new(Replaceable::new(eager, "ingest").map_err(Error::Kafka)?),
-            batching: Arc::new(Replaceable::new(batching, "ingest").map_err(Error::Kafka)?),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            producer: Arc::new(Replaceable::new(config, "ingest").map_err(Error::Kafka)?),
             deadline,
         })
     }
@@ -168,14 +162,7 @@ impl Publisher {
         if let Some(key) = key {
             record = record.key(key);
         }
-        let others = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _counted = InFlight(self.in_flight.clone());
-        let lane = if others < EAGER_BELOW {
-            &self.eager
-        } else {
-            &self.batching
-        };
-        let producer = lane.producer();
+        let producer = self.producer.producer();
         let delivery = producer.send(record, Timeout::After(Duration::ZERO));
         let result = match tokio::time::timeout(self.deadline, delivery).await {
             Err(_) => Err(Error::PublishTimeout(self.deadline)),
@@ -186,7 +173,7 @@ impl Publisher {
             }),
         };
         if let Err(e) = &result {
-            lane.replace_if_unusable(match e {
+            self.producer.replace_if_unusable(match e {
                 Error::Kafka(e) => Some(e),
                 _ => None,
             });
@@ -194,31 +181,41 @@ impl Publisher {
         result
     }
 
-    /// Whether the broker answers both producers' metadata requests within `timeout` (which
-    /// also connects both, so the first burst does not wait for the batching one to connect).
-    pub async fn is_reachable(&self, timeout: Duration) -> bool {
-        let producers = [self.eager.producer(), self.batching.producer()];
+    /// Whether the broker answers the producer's metadata request within `timeout` (which also
+    /// connects it before the first webhook), and lists every one of `topics`: no client of ours creates a topic (a broker's
+    /// `auto.create.topics.enable` would make it with its defaults), so a missing one is said.
+    pub async fn readiness(&self, topics: &[String], timeout: Duration) -> Readiness {
+        let producer = self.producer.producer();
+        let topics = topics.to_vec();
         tokio::task::spawn_blocking(move || {
-            producers
-                .iter()
-                .all(|p| p.client().fetch_metadata(None, timeout).is_ok())
+            let Ok(metadata) = producer.client().fetch_metadata(None, timeout) else {
+                return Readiness::Unreachable;
+            };
+            let missing: Vec<String> = topics
+                .into_iter()
+                .filter(|name| {
+                    !metadata.topics().iter().any(|t| {
+                        t.name() == name && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                Readiness::Ready
+            } else {
+                Readiness::MissingTopics(missing)
+            }
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(Readiness::Unreachable)
     }
 
     /// Waits for queued records to be delivered (shutdown).
     pub async fn flush(&self, timeout: Duration) -> Result<()> {
-        let producers = [self.eager.producer(), self.batching.producer()];
-        let until = std::time::Instant::now() + timeout;
-        tokio::task::spawn_blocking(move || {
-            producers.iter().try_for_each(|p| {
-                p.flush(until.saturating_duration_since(std::time::Instant::now()))
-            })
-        })
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?
-        .map_err(Error::Kafka)
+        let producer = self.producer.producer();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?
+            .map_err(Error::Kafka)
     }
 
     pub fn deadline(&self) -> Duration {

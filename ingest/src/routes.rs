@@ -1,4 +1,3 @@
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +14,8 @@ use tracing::{info, instrument, warn};
 
 use crate::publish::Publishing;
 use crate::{
-    error_chain, ApiError, IngestMetrics, IngestOutcome, UnverifiedWebhook, VerifiedWebhook,
-    Verifier,
+    error_chain, ApiError, IngestMetrics, IngestOutcome, Readiness, UnverifiedWebhook,
+    VerifiedWebhook, Verifier,
 };
 
 /// What every request handler shares.
@@ -32,8 +31,8 @@ pub(crate) struct AppState {
     pub request_timeout: Duration,
     /// Connections open at once (`MAX_CONNECTIONS`).
     pub max_connections: usize,
-    /// Whether the broker answered the last background check (`/readyz` reads only this).
-    pub broker_ready: Arc<AtomicBool>,
+    /// What the last background check found (`/readyz` reads only this).
+    pub readiness: Arc<std::sync::RwLock<Readiness>>,
     pub metrics: IngestMetrics,
 }
 
@@ -223,13 +222,24 @@ async fn publish_verified(
 
 /// From state kept by a background check (`serve`): a flood of probes costs the broker nothing.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let broker = state.broker_ready.load(Ordering::Relaxed);
-    let status = if broker {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(json!({"ready": broker, "broker": broker})))
+    let readiness = state
+        .readiness
+        .read()
+        .map_or(Readiness::Unreachable, |r| r.clone());
+    match readiness {
+        Readiness::Ready => (StatusCode::OK, Json(json!({"ready": true, "broker": true}))),
+        Readiness::Unreachable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "broker": false, "reason": "the broker does not answer"})),
+        ),
+        Readiness::MissingTopics(missing) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "broker": true, "reason": format!(
+                "topics missing: {}: create them with `clerk-sync topics create`",
+                missing.join(", ")
+            )})),
+        ),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

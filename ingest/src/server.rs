@@ -1,7 +1,6 @@
 //! The HTTP server: one hyper connection per client, connections bounded in number, request
 //! heads bounded in time and bytes, graceful shutdown.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,11 +68,19 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// Asks the broker every [`READINESS_EVERY`] whether it answers, until cancelled.
+/// Asks the broker every [`READINESS_EVERY`] whether it answers and has ingest's topics, until
+/// cancelled.
 async fn refresh_readiness(state: AppState, cancel: CancellationToken) {
+    let mut topics = state.topics.synced();
+    topics.extend(state.topics.other.clone());
     loop {
-        let reachable = state.publisher.is_reachable(Duration::from_secs(2)).await;
-        state.broker_ready.store(reachable, Ordering::Relaxed);
+        let found = state
+            .publisher
+            .readiness(&topics, Duration::from_secs(2))
+            .await;
+        if let Ok(mut current) = state.readiness.write() {
+            *current = found;
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(READINESS_EVERY) => {}

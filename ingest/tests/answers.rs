@@ -10,7 +10,7 @@ use axum::Router;
 use bytes::Bytes;
 use clerk_sync_core::{Secret, Topics};
 use clerk_sync_ingest::{
-    BoxFuture, Error, Ingest, IngestConfig, Publish, Published, Result, VerifiedWebhook,
+    BoxFuture, Error, Ingest, IngestConfig, Publish, Published, Readiness, Result, VerifiedWebhook,
 };
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -75,8 +75,12 @@ impl Publish for Fake {
         })
     }
 
-    fn is_reachable(&self, _timeout: Duration) -> BoxFuture<'_, bool> {
-        Box::pin(async { true })
+    fn readiness<'a>(
+        &'a self,
+        _topics: &'a [String],
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Readiness> {
+        Box::pin(async { Readiness::Ready })
     }
 
     fn flush(&self, _timeout: Duration) -> BoxFuture<'_, Result<()>> {

@@ -7,8 +7,8 @@ use crate::options::{apply, Client};
 /// What a client is for, which decides its settings.
 #[derive(Clone, Copy, Debug)]
 pub enum Role<'a> {
-    /// Ingest's producers: every in-sync replica acknowledges, idempotent, giving up when ingest
-    /// answers 503 (`deadline`), lingering 5 ms for company under load.
+    /// Ingest's producer: every in-sync replica acknowledges, idempotent, giving up when ingest
+    /// answers 503 (`deadline`), sending each record at once.
     Ingest { deadline: Duration },
     /// The worker's dead-letter producer (a write retried by the worker until it succeeds).
     DeadLetters,
@@ -18,7 +18,7 @@ pub enum Role<'a> {
     Worker {
         group: &'a str,
         client_id: &'a str,
-        session_timeout: Duration,
+        membership: Membership,
     },
     /// The lag probe: reads one record per partition, outside the group.
     LagProbe { group: &'a str },
@@ -28,15 +28,32 @@ pub enum Role<'a> {
     Admin,
 }
 
+/// How a worker takes part in its consumer group (`KAFKA_GROUP_PROTOCOL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// The classic protocol: the group stops while partitions move, and a member that stops
+    /// heartbeating keeps its partitions for its own `session_timeout`.
+    Classic { session_timeout: Duration },
+    /// KIP-848 (`group.protocol=consumer`, Apache Kafka 4.0+): the broker assigns partitions one
+    /// member at a time, the others consuming on; the session timeout is the broker's
+    /// (`group.consumer.session.timeout.ms`, 45 s by default).
+    Consumer,
+}
+
 /// The settings of a client for `role`: its own first, then the `KAFKA_OPTIONS` properties
-/// that kind of client reads (so an operator's `linger.ms` wins over ingest's 5 ms).
+/// that kind of client reads (so an operator's `linger.ms` wins over ingest's 0).
 pub fn config(role: Role<'_>, brokers: &str, options: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
+    // Topics are made by `clerk-sync topics create`, with their replication and settings; a
+    // broker with `auto.create.topics.enable` (Apache Kafka's default) would otherwise make one
+    // with its own defaults (one partition, one replica) for the first record or lookup sent to
+    // a missing name. Off, a missing topic stays missing and is reported as such.
+    config.set("allow.auto.create.topics", "false");
     let kind = match role {
         Role::Ingest { deadline } => {
             idempotent(&mut config, deadline);
-            config.set("linger.ms", "5");
+            config.set("linger.ms", "0");
             Client::Producer
         }
         Role::DeadLetters => {
@@ -50,9 +67,9 @@ pub fn config(role: Role<'_>, brokers: &str, options: &[(String, String)]) -> Cl
         Role::Worker {
             group,
             client_id,
-            session_timeout,
+            membership,
         } => {
-            worker(&mut config, group, client_id, session_timeout);
+            worker(&mut config, group, client_id, membership);
             Client::GroupMember
         }
         Role::LagProbe { group } => {
@@ -83,7 +100,7 @@ fn idempotent(config: &mut ClientConfig, timeout: Duration) {
         .set("message.timeout.ms", timeout.as_millis().to_string());
 }
 
-fn worker(config: &mut ClientConfig, group: &str, client_id: &str, session_timeout: Duration) {
+fn worker(config: &mut ClientConfig, group: &str, client_id: &str, membership: Membership) {
     config
         .set("group.id", group)
         .set("client.id", client_id)
@@ -94,17 +111,22 @@ fn worker(config: &mut ClientConfig, group: &str, client_id: &str, session_timeo
         .set("auto.offset.reset", "earliest")
         // Prefetch a few batches, not librdkafka's default 64 MiB: a backlog then costs
         // bounded memory (BENCHMARKS.md) and applying, not fetching, sets the pace anyway.
-        .set("queued.max.messages.kbytes", "16384")
-        // A fetch answers at once when records are there; when none are, a broker holds it
-        // at most this long. Apache Kafka answers a held fetch as soon as a record arrives,
-        // so this only sets how often an idle consumer asks (10 times a second, not
-        // librdkafka's twice); brokers that hold it to the end (tansu does) deliver a new
-        // record up to this late (BENCHMARKS.md, freshness).
-        .set("fetch.wait.max.ms", "100")
-        .set(
-            "session.timeout.ms",
-            session_timeout.as_millis().to_string(),
-        );
+        .set("queued.max.messages.kbytes", "16384");
+    // fetch.wait.max.ms stays librdkafka's 500 ms: Apache Kafka answers a held fetch as soon
+    // as a record arrives, so the wait only sets how often an idle consumer asks, and shorter
+    // waits measured no fresher (BENCHMARKS.md, freshness).
+    match membership {
+        Membership::Classic { session_timeout } => {
+            config.set("group.protocol", "classic").set(
+                "session.timeout.ms",
+                session_timeout.as_millis().to_string(),
+            );
+        }
+        // librdkafka refuses a client-side session timeout with this protocol.
+        Membership::Consumer => {
+            config.set("group.protocol", "consumer");
+        }
+    }
 }
 
 /// Outside any group: offsets are assigned by hand and never committed or stored; an offset
@@ -143,6 +165,8 @@ mod tests {
             &[],
         );
         assert_eq!(ingest.get("message.timeout.ms"), Some("1500"));
+        // Sent at once; librdkafka batches what queues while a request is in flight.
+        assert_eq!(ingest.get("linger.ms"), Some("0"));
     }
 
     #[test]
@@ -164,7 +188,9 @@ mod tests {
             Role::Worker {
                 group: "g",
                 client_id: "w",
-                session_timeout: Duration::from_secs(6),
+                membership: Membership::Classic {
+                    session_timeout: Duration::from_secs(6),
+                },
             },
             "b:9092",
             &options,
@@ -172,6 +198,34 @@ mod tests {
         assert_eq!(worker.get("fetch.wait.max.ms"), Some("10"));
         assert_eq!(worker.get("linger.ms"), None);
         assert_eq!(worker.get("enable.auto.offset.store"), Some("false"));
+    }
+
+    #[test]
+    fn no_client_lets_the_broker_create_a_topic() {
+        for role in [
+            Role::Ingest {
+                deadline: Duration::from_secs(5),
+            },
+            Role::DeadLetters,
+            Role::Tool,
+            Role::Admin,
+            Role::Reader { group: "g" },
+            Role::LagProbe { group: "g" },
+            Role::Worker {
+                group: "g",
+                client_id: "w",
+                membership: Membership::Classic {
+                    session_timeout: Duration::from_secs(6),
+                },
+            },
+        ] {
+            let config = config(role, "b:9092", &[]);
+            assert_eq!(
+                config.get("allow.auto.create.topics"),
+                Some("false"),
+                "{role:?}"
+            );
+        }
     }
 
     #[test]

@@ -103,6 +103,14 @@ const GUARANTEES: &[(&[&str], &str)] = &[
     ),
     (&["group.id"], "the worker's group is KAFKA_GROUP_ID"),
     (
+        &["group.protocol"],
+        "the worker's group protocol is KAFKA_GROUP_PROTOCOL",
+    ),
+    (
+        &["allow.auto.create.topics"],
+        "topics are made by `clerk-sync topics create` with their replication and settings, never by a broker's defaults",
+    ),
+    (
         &["isolation.level"],
         "consumers read committed records only (read_committed)",
     ),

@@ -65,6 +65,21 @@ impl KafkaArgs {
         }
         clerk_sync_kafka::options::KafkaOptions::new(options)
     }
+
+    /// Fails, in one line naming the settings, when the brokers refuse these credentials or
+    /// this TLS configuration; a broker that does not answer at all is left to the command's
+    /// own retries and readiness (the environment, not the configuration).
+    pub async fn check_admitted(&self) -> Result<()> {
+        let (brokers, options) = (self.brokers.clone(), self.options());
+        let refusal = tokio::task::spawn_blocking(move || {
+            clerk_sync_kafka::refusal(&brokers, &options, Duration::from_secs(5))
+        })
+        .await?;
+        match refusal {
+            Some(line) => bail!("{line}"),
+            None => Ok(()),
+        }
+    }
 }
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
@@ -247,9 +262,15 @@ pub struct WorkerArgs {
     /// milliseconds; 0 applies at once (batches still grow under load).
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 0)]
     pub batch_linger_ms: u64,
-    /// Consumer session timeout, in milliseconds: how soon a dead worker's partitions move.
-    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
-    pub session_timeout_ms: u64,
+    /// Consumer group protocol: `classic`, or `consumer` (KIP-848, Apache Kafka 4.0+: partitions
+    /// move one member at a time while the others consume on; BENCHMARKS.md compares them).
+    #[arg(long, env = "KAFKA_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Classic)]
+    pub group_protocol: GroupProtocol,
+    /// Consumer session timeout, in milliseconds: how soon a dead worker's partitions move
+    /// (default 30000). Classic protocol only: with `consumer` the broker's
+    /// `group.consumer.session.timeout.ms` decides.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS")]
+    pub session_timeout_ms: Option<u64>,
     /// How often consumer lag is measured for /metrics, in milliseconds.
     #[arg(long, env = "LAG_REFRESH_MS", default_value_t = 15_000)]
     pub lag_refresh_ms: u64,
@@ -267,7 +288,30 @@ pub struct WorkerArgs {
     pub topics: TopicArgs,
 }
 
+/// `KAFKA_GROUP_PROTOCOL`'s values, librdkafka's `group.protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocol {
+    Classic,
+    Consumer,
+}
+
+/// A dead worker's partitions move after this long, unless KAFKA_SESSION_TIMEOUT_MS says.
+const DEFAULT_SESSION_TIMEOUT_MS: u64 = 30_000;
+
 impl WorkerArgs {
+    fn membership(&self) -> Result<clerk_sync_kafka::Membership> {
+        use clerk_sync_kafka::Membership;
+        Ok(match (self.group_protocol, self.session_timeout_ms) {
+            (GroupProtocol::Classic, ms) => Membership::Classic {
+                session_timeout: Duration::from_millis(ms.unwrap_or(DEFAULT_SESSION_TIMEOUT_MS)),
+            },
+            (GroupProtocol::Consumer, None) => Membership::Consumer,
+            (GroupProtocol::Consumer, Some(_)) => bail!(
+                "KAFKA_SESSION_TIMEOUT_MS: not used with KAFKA_GROUP_PROTOCOL=consumer, where the broker's group.consumer.session.timeout.ms decides (unset it)"
+            ),
+        })
+    }
+
     /// The library's configuration from the arguments, checked by the library.
     pub fn worker_config(&self) -> Result<clerk_sync_worker::WorkerConfig> {
         let worker_id = self.worker_id.clone().unwrap_or_else(|| {
@@ -280,7 +324,7 @@ impl WorkerArgs {
             topics: self.topics.topics().synced(),
             batch_max: self.batch_max,
             batch_linger: Duration::from_millis(self.batch_linger_ms),
-            session_timeout: Duration::from_millis(self.session_timeout_ms),
+            membership: self.membership()?,
             dlq_topic: self.topics.topic_dlq.clone(),
             lag_interval: Duration::from_millis(self.lag_refresh_ms),
             kafka_options: self.kafka.options(),

@@ -63,6 +63,7 @@ pub struct BackfillArgs {
 
 pub async fn run(args: BackfillArgs) -> Result<()> {
     let config = config(&args)?;
+    args.kafka.check_admitted().await?;
     let producer: rdkafka::producer::FutureProducer = clerk_sync_kafka::config(
         clerk_sync_kafka::Role::Tool,
         &args.kafka.brokers,

@@ -11,7 +11,7 @@ use sqlx::{PgPool, Row};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{DatabaseArgs, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
+use super::{DatabaseArgs, GroupProtocol, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
 use crate::local::{LocalKafka, TempPostgres};
 
 #[derive(Debug, Args)]
@@ -213,7 +213,8 @@ fn start_worker(
         group_id: "clerk-sync".to_owned(),
         batch_max: 500,
         batch_linger_ms: 0,
-        session_timeout_ms: 6000,
+        group_protocol: GroupProtocol::Classic,
+        session_timeout_ms: None,
         lag_refresh_ms: 15_000,
         skip_migrations: true,
         worker_id: Some("dev".to_owned()),

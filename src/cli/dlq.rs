@@ -84,6 +84,7 @@ fn inspect_group() -> String {
 
 /// Every dead letter, read without committing anything.
 async fn read_all(args: &DlqArgs) -> Result<Vec<clerk_sync_worker::dead_letter::DeadLetter>> {
+    args.kafka.check_admitted().await?;
     let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())
         .context(CLIENT)?;
     let topic = args.topic_dlq.clone();

@@ -39,6 +39,7 @@ pub fn build(args: &IngestArgs) -> Result<Ingest> {
 
 pub async fn run(args: IngestArgs, cancel: CancellationToken) -> Result<()> {
     let ingest = build(&args)?;
+    args.kafka.check_admitted().await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("LISTEN_ADDR: cannot listen on {}", args.listen))?;

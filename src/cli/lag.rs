@@ -25,6 +25,7 @@ pub struct LagArgs {
 }
 
 pub async fn run(args: LagArgs) -> Result<()> {
+    args.kafka.check_admitted().await?;
     let (brokers, options, group, topics) = (
         args.kafka.brokers.clone(),
         args.kafka.options(),

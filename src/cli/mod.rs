@@ -18,7 +18,7 @@ mod worker;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{DatabaseArgs, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
+pub use args::{DatabaseArgs, GroupProtocol, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
 pub use local::ChildExit;
 pub use secret_files::{parse_with_secret_files, read_secret_files};
 pub use shutdown::shutdown_token;

@@ -105,6 +105,7 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
         database_max_connections: 4,
         database_lock_timeout_ms: super::args::DEFAULT_LOCK_TIMEOUT_MS,
     };
+    args.kafka.check_admitted().await?;
     let pool = database.connect().await?;
     clerk_sync_worker::migrate(&pool)
         .await

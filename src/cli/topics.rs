@@ -5,7 +5,7 @@ use super::{KafkaArgs, TopicArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Create the topics that do not exist yet.
+    /// Create the topics that do not exist yet, then check every one is as asked.
     Create {
         /// Partitions per topic (the most workers that can share the load).
         #[arg(long, env = "TOPIC_PARTITIONS", default_value_t = 6)]
@@ -65,6 +65,7 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
                 dlq_retention_ms,
             );
             if !dry_run {
+                kafka.check_admitted().await?;
                 crate::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
             }
             if json {
@@ -77,7 +78,7 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
                 if dry_run {
                     println!("would create {spec}");
                 } else {
-                    println!("{}: present", spec.name);
+                    println!("{spec}: present, as asked");
                 }
             }
             Ok(())

@@ -10,6 +10,7 @@ const SCHEMA_WAIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_sec
 
 pub async fn run(args: WorkerArgs, cancel: CancellationToken) -> Result<()> {
     let config = args.worker_config()?;
+    args.kafka.check_admitted().await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("LISTEN_ADDR: cannot listen on {}", args.listen))?;

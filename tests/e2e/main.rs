@@ -4,7 +4,9 @@ mod harness;
 
 mod attacks;
 mod backfill;
+mod broker_restart;
 mod cli_reference;
+mod cluster_faults;
 mod compare;
 mod concurrent_batches;
 mod database_environment;
@@ -16,6 +18,7 @@ mod drift;
 mod failures;
 mod fate;
 mod hostile_input;
+mod kafka_broker;
 mod lock_order;
 mod lock_timeout;
 mod mirror_cases;

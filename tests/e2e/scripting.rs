@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::harness::{clerk_sync, repo_file, run_cli, TestKafka};
+use crate::harness::{clerk_sync, repo_file, run_cli, unique, TestKafka};
 
 /// Every operator command that prints a report, with the word that starts its README line.
 const JSON_COMMANDS: [&[&str]; 8] = [
@@ -79,9 +79,18 @@ async fn topics_create_prints_every_topic_with_its_settings_as_json_and_a_dry_ru
     }
     assert_eq!(topics[3]["configs"]["retention.ms"], "2592000000");
 
+    // Names of its own: the harness's topics exist already, with the test's partitions.
     let kafka = TestKafka::new().await?;
+    let fresh = clerk_sync_core::Topics::with_prefix(&format!("{}.", unique("fresh")));
+    let dlq = format!("{}dlq", fresh.users.trim_end_matches("users"));
+    let env = [
+        ("TOPIC_USERS", fresh.users.as_str()),
+        ("TOPIC_ORGANIZATIONS", fresh.organizations.as_str()),
+        ("TOPIC_MEMBERSHIPS", fresh.memberships.as_str()),
+        ("TOPIC_DLQ", dlq.as_str()),
+    ];
     let created: Value =
-        serde_json::from_str(&run_cli(&kafka, &["topics", "create", "--json"], &[]).await?)?;
+        serde_json::from_str(&run_cli(&kafka, &["topics", "create", "--json"], &env).await?)?;
     assert_eq!(created["dry_run"], false);
     let names: BTreeSet<&str> = created["topics"]
         .as_array()
@@ -90,10 +99,10 @@ async fn topics_create_prints_every_topic_with_its_settings_as_json_and_a_dry_ru
         .filter_map(|t| t["name"].as_str())
         .collect();
     let expected: BTreeSet<&str> = [
-        kafka.topics.users.as_str(),
-        kafka.topics.organizations.as_str(),
-        kafka.topics.memberships.as_str(),
-        kafka.dlq.as_str(),
+        fresh.users.as_str(),
+        fresh.organizations.as_str(),
+        fresh.memberships.as_str(),
+        dlq.as_str(),
     ]
     .into();
     assert_eq!(names, expected);

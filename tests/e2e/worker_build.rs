@@ -16,7 +16,9 @@ fn config(kafka: &TestKafka) -> WorkerConfig {
         topics: kafka.topics.synced(),
         batch_max: 100,
         batch_linger: Duration::ZERO,
-        session_timeout: Duration::from_secs(6),
+        membership: clerk_sync_kafka::Membership::Classic {
+            session_timeout: Duration::from_secs(6),
+        },
         dlq_topic: kafka.dlq.clone(),
         kafka_options: Default::default(),
         lag_interval: Duration::from_secs(1),

@@ -12,8 +12,9 @@ pub struct WorkerConfig {
     pub batch_max: usize,
     /// …or this long after its first record, whichever comes first.
     pub batch_linger: Duration,
-    /// Consumer group session timeout: how long a dead worker keeps its partitions.
-    pub session_timeout: Duration,
+    /// The group protocol, and with the classic one how long a dead worker keeps its
+    /// partitions.
+    pub membership: clerk_sync_kafka::Membership,
     /// Where records that can never be applied go.
     pub dlq_topic: String,
     /// Extra librdkafka properties (TLS, SASL, …), applied last.
@@ -44,8 +45,10 @@ impl WorkerConfig {
             return refuse("LAG_REFRESH_MS", "at least 100 (milliseconds)");
         }
         // librdkafka's own bounds for session.timeout.ms.
-        if !(1..=3_600_000).contains(&self.session_timeout.as_millis()) {
-            return refuse("KAFKA_SESSION_TIMEOUT_MS", "1..3600000 (milliseconds)");
+        if let clerk_sync_kafka::Membership::Classic { session_timeout } = self.membership {
+            if !(1..=3_600_000).contains(&session_timeout.as_millis()) {
+                return refuse("KAFKA_SESSION_TIMEOUT_MS", "1..3600000 (milliseconds)");
+            }
         }
         if self.dlq_topic.trim().is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
             return refuse("TOPIC_*", "non-empty topic names");

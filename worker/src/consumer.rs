@@ -53,7 +53,7 @@ impl Worker {
             Role::Worker {
                 group: &config.group_id,
                 client_id: &config.worker_id,
-                session_timeout: config.session_timeout,
+                membership: config.membership,
             },
             &config.brokers,
             &config.kafka_options,

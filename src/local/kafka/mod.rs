@@ -419,8 +419,10 @@ pub async fn run_tool(
 fn random_cluster_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    // Kafka reserves the all-zero and all-but-one-zero ids.
-    bytes[0] |= 0x10;
+    // Kafka reserves the all-zero and all-but-one-zero ids; an id starting with '-' (the top six
+    // bits all but the last set) is read by the storage tool as an option, so Kafka never makes
+    // one: the top bit cleared and the fourth set keep the first character within E..f.
+    bytes[0] = (bytes[0] & 0x7f) | 0x10;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -439,5 +441,13 @@ mod tests {
         assert!(id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn a_cluster_id_never_starts_with_a_dash_which_the_storage_tool_would_take_for_an_option() {
+        for _ in 0..2000 {
+            let id = random_cluster_id();
+            assert!(!id.starts_with('-') && !id.starts_with('_'), "{id}");
+        }
     }
 }

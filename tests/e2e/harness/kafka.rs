@@ -18,12 +18,14 @@ pub struct TestKafka {
     pub group: String,
     /// A broker of the test's own, which it may stop, kill, pause and start again.
     pub broker: Option<LocalKafka>,
+    /// Replicas of each of the test's topics.
+    pub replication: i32,
 }
 
 impl TestKafka {
     pub async fn new() -> Result<Self> {
         match std::env::var("KAFKA_BROKERS") {
-            Ok(brokers) => Self::on(brokers, None).await,
+            Ok(brokers) => Self::on(brokers, None, 1).await,
             Err(_) => Self::private().await,
         }
     }
@@ -36,7 +38,14 @@ impl TestKafka {
     /// On an Apache Kafka of the test's own, started with `settings`.
     pub async fn private_with(settings: KafkaSettings) -> Result<Self> {
         let broker = settings.start().await?;
-        Self::on(broker.brokers(), Some(broker)).await
+        Self::on(broker.brokers(), Some(broker), 1).await
+    }
+
+    /// On a three-node cluster of the test's own (replication 3, `min.insync.replicas=2`, no
+    /// unclean leader election), its topics replicated three times.
+    pub async fn cluster() -> Result<Self> {
+        let broker = KafkaSettings::default().nodes(3).start().await?;
+        Self::on(broker.brokers(), Some(broker), 3).await
     }
 
     /// The test's own broker (a test that stops or restarts it started one).
@@ -46,7 +55,7 @@ impl TestKafka {
             .expect("this test needs a private broker (TestKafka::private)")
     }
 
-    async fn on(brokers: String, broker: Option<LocalKafka>) -> Result<Self> {
+    async fn on(brokers: String, broker: Option<LocalKafka>, replication: i32) -> Result<Self> {
         let prefix = format!("{}.", unique("t"));
         let topics = Topics::with_prefix(&prefix);
         let dlq = format!("{prefix}clerk.dlq");
@@ -56,6 +65,7 @@ impl TestKafka {
             dlq,
             group: unique("g-"),
             broker,
+            replication,
         };
         kafka.create_topics().await?;
         Ok(kafka)
@@ -64,7 +74,8 @@ impl TestKafka {
     pub async fn create_topics(&self) -> Result<()> {
         let mut names = self.topics.synced();
         names.push(self.dlq.clone());
-        clerk_sync::topics::ensure_topics(&self.brokers, &[], &names, PARTITIONS, 1).await
+        clerk_sync::topics::ensure_topics(&self.brokers, &[], &names, PARTITIONS, self.replication)
+            .await
     }
 
     /// Writes a record straight to a topic, bypassing ingest (poison records).
@@ -90,6 +101,93 @@ impl TestKafka {
             .await
             .map_err(|(e, _)| e)?;
         Ok(())
+    }
+
+    /// Writes a record with the timestamp `at_ms` (its CreateTime), bypassing ingest.
+    pub async fn produce_at(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        svix_id: &str,
+        at_ms: i64,
+    ) -> Result<(i32, i64)> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "0")
+            .create()?;
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "svix-id",
+            value: Some(svix_id),
+        });
+        let delivery = producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(value)
+                    .headers(headers)
+                    .timestamp(at_ms),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok((delivery.partition, delivery.offset))
+    }
+
+    /// Writes `records` (key, value, svix id) to `topic` as few produce requests as librdkafka
+    /// makes of them lingering a second: several records per record batch. Returns how many
+    /// landed on each partition.
+    pub async fn produce_batched(
+        &self,
+        topic: &str,
+        records: &[(String, Vec<u8>, String)],
+    ) -> Result<std::collections::BTreeMap<i32, i64>> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "1000")
+            .set("batch.num.messages", "10000")
+            .create()?;
+        // Enqueued at once (send_result), not one awaited after the other: they linger together.
+        let mut deliveries = Vec::new();
+        for (key, value, svix_id) in records {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "svix-id",
+                value: Some(svix_id),
+            });
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(headers);
+            deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        }
+        let mut per_partition = std::collections::BTreeMap::new();
+        for delivery in deliveries {
+            let delivery = delivery.await?.map_err(|(e, _)| e)?;
+            *per_partition.entry(delivery.partition).or_insert(0) += 1;
+        }
+        Ok(per_partition)
+    }
+
+    /// Runs one of Kafka's own command-line tools (from the same jars as the local broker)
+    /// against this broker, e.g. `org.apache.kafka.tools.consumer.group.ConsumerGroupCommand`;
+    /// its standard output, or an error quoting its standard error.
+    pub async fn kafka_tool(&self, main_class: &str, args: &[&str]) -> Result<String> {
+        let classpath =
+            tokio::task::spawn_blocking(clerk_sync::local::kafka::Classpath::find).await??;
+        let scratch = tempfile::tempdir()?;
+        let output =
+            clerk_sync::local::kafka::run_tool(&classpath, scratch.path(), main_class, args)
+                .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{main_class} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Records written to `topic` (sum of high watermarks). Retried briefly: right after a
@@ -128,6 +226,41 @@ impl TestKafka {
             .iter()
             .map(|t| self.record_count(t))
             .sum()
+    }
+
+    /// The node leading `topic`'s `partition`, as the cluster's metadata says.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> Result<u32> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("allow.auto.create.topics", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let leader = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .find(|p| p.id() == partition)
+            .map(|p| p.leader())
+            .filter(|l| *l >= 0)
+            .ok_or_else(|| anyhow::anyhow!("{topic}/{partition} has no leader"))?;
+        Ok(u32::try_from(leader)?)
+    }
+
+    /// Whether every partition of the test's topics has all its replicas in sync.
+    pub fn fully_replicated(&self) -> Result<bool> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("allow.auto.create.topics", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+        let mut names = self.topics.synced();
+        names.push(self.dlq.clone());
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| names.iter().any(|n| n == t.name()))
+            .flat_map(|t| t.partitions())
+            .all(|p| p.isr().len() == p.replicas().len() && p.leader() >= 0))
     }
 
     /// The group's committed offsets per (topic, partition); absent when nothing is committed.

@@ -11,6 +11,7 @@ pub mod process;
 pub mod records;
 pub mod signing;
 pub mod sim;
+pub mod stream;
 pub mod tls;
 
 use std::future::Future;

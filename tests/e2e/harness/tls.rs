@@ -40,13 +40,22 @@ impl TestCa {
 
     /// A server identity for `localhost` and `127.0.0.1`, signed by this CA.
     pub fn server_identity(&self) -> Result<native_tls::Identity> {
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        let (cert, key) = self.issue(&["localhost", "127.0.0.1"], "localhost")?;
+        Ok(native_tls::Identity::from_pkcs8(
+            cert.as_bytes(),
+            key.as_bytes(),
+        )?)
+    }
+
+    /// A certificate for `names` (host names or IP addresses) with the common name `cn`, signed
+    /// by this CA: its PEM and its private key's (PKCS#8) PEM.
+    pub fn issue(&self, names: &[&str], cn: &str) -> Result<(String, String)> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
-        Ok(native_tls::Identity::from_pkcs8(
-            cert.pem().as_bytes(),
-            key.serialize_pem().as_bytes(),
-        )?)
+        Ok((cert.pem(), key.serialize_pem()))
     }
 }
 
