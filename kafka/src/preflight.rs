@@ -33,10 +33,13 @@ pub fn refusal(brokers: &str, options: &[(String, String)], timeout: Duration) -
         {
             return None;
         }
+        // Serves the client's events: the error callback is called from here.
+        let _ = consumer.poll(Duration::from_millis(100));
         if let Some(reason) = consumer.context().refused() {
             return Some(explain(&reason));
         }
     }
+    let _ = consumer.poll(Duration::from_millis(100));
     consumer.context().refused().map(|reason| explain(&reason))
 }
 
@@ -78,13 +81,15 @@ impl ClientContext for Refusals {
 
 impl ConsumerContext for Refusals {}
 
-/// A TLS listener closing on a client without a certificate is reported as a plain transport
-/// failure naming the SSL handshake, so the reason is read too.
+/// A TLS listener refusing a client without a certificate is reported as a plain transport
+/// failure ("Receive failed: … SSL routines::sslv3 alert bad certificate"), so the reason is
+/// read too.
 fn is_refusal(error: &KafkaError, reason: &str) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(Code::Authentication | Code::SSL)
     ) || reason.contains("SSL handshake failed")
+        || reason.contains("SSL routines")
         || reason.contains("SASL authentication")
 }
 
@@ -99,8 +104,10 @@ mod tests {
         assert!(
             explain("SSL handshake failed: certificate verify failed").contains("ssl.ca.location")
         );
-        assert!(explain("SSL handshake failed: alert certificate required")
-            .contains("ssl.certificate.location"));
+        assert!(explain(
+            "Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate"
+        )
+        .contains("ssl.certificate.location"));
     }
 
     #[test]

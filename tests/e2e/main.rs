@@ -19,6 +19,7 @@ mod failures;
 mod fate;
 mod hostile_input;
 mod kafka_broker;
+mod kafka_security;
 mod lock_order;
 mod lock_timeout;
 mod mirror_cases;

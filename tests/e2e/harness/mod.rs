@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 pub use db::TestDb;
 pub use kafka::TestKafka;
 pub use process::{
-    clerk_sync, cli_output, post_all, post_fixture, run_cli, spawn_cli, Ingest, WorkerProcess,
-    STDERR_FILE,
+    clerk_sync, clerk_sync_expecting_exit, cli_output, post_all, post_fixture, run_cli, spawn_cli,
+    Ingest, WorkerProcess, STDERR_FILE,
 };
 pub use signing::{fixture, signed_post, TEST_SECRET};
 

@@ -81,6 +81,35 @@ pub fn clerk_sync(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .expect("clerk-sync")
 }
 
+/// [`clerk_sync`] for a role that is expected to stop at start-up: one still running after
+/// `limit` is killed, and its output so far returned (with a failing status) rather than
+/// waited on forever.
+pub async fn clerk_sync_expecting_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> Result<(bool, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let exited = tokio::time::timeout(limit, child.wait()).await;
+    let still_running = exited.is_err();
+    if still_running {
+        child.kill().await?;
+    }
+    let output = child.wait_with_output().await?;
+    let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if still_running {
+        stderr.push_str(&format!("\n(still running after {limit:?}: killed)"));
+    }
+    Ok((!still_running && output.status.success(), stderr))
+}
+
 /// Runs a one-shot `clerk-sync` command (e.g. `dlq list`) against the test's topics.
 pub async fn run_cli(kafka: &TestKafka, args: &[&str], extra: &[(&str, &str)]) -> Result<String> {
     let output = cli_output(kafka, args, extra).await?;
