@@ -3,12 +3,9 @@
 //! nothing is dead-lettered (an absent broker is never a record's fault), and the worker carries
 //! on from the offsets it had committed rather than from either end of the log.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use clerk_sync_core::{route_body, TopicRole};
-
-use crate::harness::stream::{stored_event_ids, CommitWatch, Stream};
+use crate::harness::stream::{stored_event_ids, synced_ids, CommitWatch, Stream};
 use crate::harness::{sim, Ingest, TestDb, TestKafka, WorkerProcess};
 use crate::observability::{scrape, sum_of};
 use crate::pipeline::wait_until_all_committed;
@@ -32,12 +29,7 @@ async fn broker_restarted_mid_stream(fault: Fault) -> anyhow::Result<()> {
 
     let (history, delivery) = sim::lively_history_and_delivery(400, 40, 12)?;
     let sent = delivery.len();
-    // Events of types the sync ignores are acknowledged and never published.
-    let synced: BTreeSet<String> = delivery
-        .iter()
-        .filter(|e| route_body(&e.body).is_ok_and(|r| r.route.stream != TopicRole::Other))
-        .map(|e| e.svix_id.clone())
-        .collect();
+    let synced = synced_ids(&delivery);
     let watch = CommitWatch::start(&kafka)?;
     let stream = Stream::start(ingest.webhook_url(), delivery, RATE);
 
@@ -57,11 +49,7 @@ async fn broker_restarted_mid_stream(fault: Fault) -> anyhow::Result<()> {
     wait_until_all_committed(&kafka).await?;
     let commits = watch.finish();
     let stored = stored_event_ids(&kafka)?;
-    let lost: Vec<_> = delivered
-        .acknowledged
-        .intersection(&synced)
-        .filter(|id| !stored.contains(*id))
-        .collect();
+    let lost = delivered.lost(&synced, &stored);
     let dead_letters = kafka.record_count(&kafka.dlq)?;
     let total = kafka.total_records()?;
     let consumed = sum_of(

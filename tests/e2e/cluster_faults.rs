@@ -4,12 +4,9 @@
 //! missing node is never a record's fault), and while fewer than `min.insync.replicas` nodes
 //! are up ingest answers 503, never 2xx, and recovers by itself when a node returns.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use clerk_sync_core::{route_body, TopicRole};
-
-use crate::harness::stream::{stored_event_ids, CommitWatch, Stream};
+use crate::harness::stream::{stored_event_ids, synced_ids, CommitWatch, Stream};
 use crate::harness::{eventually, sim, Ingest, TestDb, TestKafka, WorkerProcess};
 use crate::pipeline::wait_until_all_committed;
 
@@ -59,12 +56,7 @@ async fn cluster_fault(fault: Fault) -> anyhow::Result<()> {
     let events = RATE as usize * stream_for.as_secs() as usize;
     let (history, delivery) = sim::lively_history_and_delivery(events, 60, 16)?;
     let sent = delivery.len();
-    // Events of types the sync ignores are acknowledged and never published.
-    let synced: BTreeSet<String> = delivery
-        .iter()
-        .filter(|e| route_body(&e.body).is_ok_and(|r| r.route.stream != TopicRole::Other))
-        .map(|e| e.svix_id.clone())
-        .collect();
+    let synced = synced_ids(&delivery);
     let watch = CommitWatch::start(&kafka)?;
     let stream = Stream::start(ingest.webhook_url(), delivery, RATE);
     tokio::time::sleep(BEFORE_FAULT).await;
@@ -76,11 +68,7 @@ async fn cluster_fault(fault: Fault) -> anyhow::Result<()> {
     wait_until_all_committed(&kafka).await?;
     let commits = watch.finish();
     let stored = stored_event_ids(&kafka)?;
-    let lost: Vec<_> = delivered
-        .acknowledged
-        .intersection(&synced)
-        .filter(|id| !stored.contains(*id))
-        .collect();
+    let lost = delivered.lost(&synced, &stored);
     let dead_letters = kafka.record_count(&kafka.dlq)?;
     let mismatch = sim::assert_tables_equal(&db, &sim::expected(&history)?).await;
     let (from, to) = window.fault;

@@ -80,26 +80,7 @@ impl TestKafka {
 
     /// Writes a record straight to a topic, bypassing ingest (poison records).
     pub async fn produce(&self, topic: &str, key: &str, value: &[u8], svix_id: &str) -> Result<()> {
-        use rdkafka::message::{Header, OwnedHeaders};
-        use rdkafka::producer::{FutureProducer, FutureRecord};
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("linger.ms", "0")
-            .create()?;
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "svix-id",
-            value: Some(svix_id),
-        });
-        producer
-            .send(
-                FutureRecord::to(topic)
-                    .key(key)
-                    .payload(value)
-                    .headers(headers),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
+        self.send(topic, key, value, svix_id, None).await?;
         Ok(())
     }
 
@@ -112,6 +93,17 @@ impl TestKafka {
         svix_id: &str,
         at_ms: i64,
     ) -> Result<(i32, i64)> {
+        self.send(topic, key, value, svix_id, Some(at_ms)).await
+    }
+
+    async fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        svix_id: &str,
+        at_ms: Option<i64>,
+    ) -> Result<(i32, i64)> {
         use rdkafka::message::{Header, OwnedHeaders};
         use rdkafka::producer::{FutureProducer, FutureRecord};
         let producer: FutureProducer = ClientConfig::new()
@@ -122,15 +114,15 @@ impl TestKafka {
             key: "svix-id",
             value: Some(svix_id),
         });
+        let mut record = FutureRecord::to(topic)
+            .key(key)
+            .payload(value)
+            .headers(headers);
+        if let Some(at_ms) = at_ms {
+            record = record.timestamp(at_ms);
+        }
         let delivery = producer
-            .send(
-                FutureRecord::to(topic)
-                    .key(key)
-                    .payload(value)
-                    .headers(headers)
-                    .timestamp(at_ms),
-                Duration::from_secs(10),
-            )
+            .send(record, Duration::from_secs(10))
             .await
             .map_err(|(e, _)| e)?;
         Ok((delivery.partition, delivery.offset))

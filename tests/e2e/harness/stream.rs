@@ -37,6 +37,15 @@ pub struct Delivered {
 }
 
 impl Delivered {
+    /// Webhooks acknowledged among `synced` that no record in `stored` carries.
+    pub fn lost(&self, synced: &BTreeSet<String>, stored: &BTreeSet<String>) -> Vec<String> {
+        self.acknowledged
+            .intersection(synced)
+            .filter(|id| !stored.contains(*id))
+            .cloned()
+            .collect()
+    }
+
     /// Acceptances (2xx) of the webhooks among `ids` answered within `from..to`.
     pub fn accepted_between(&self, ids: &BTreeSet<String>, from: Instant, to: Instant) -> usize {
         self.accepted_at
@@ -248,6 +257,19 @@ impl Drop for CommitWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The Svix ids of `delivery`'s events that ingest publishes: events of types the sync ignores
+/// are acknowledged and never published.
+pub fn synced_ids(delivery: &[SimEvent]) -> BTreeSet<String> {
+    delivery
+        .iter()
+        .filter(|e| {
+            clerk_sync_core::route_body(&e.body)
+                .is_ok_and(|r| r.route.stream != clerk_sync_core::TopicRole::Other)
+        })
+        .map(|e| e.svix_id.clone())
+        .collect()
 }
 
 /// The Svix ids of every record on the test's synced topics, read from the start of the log.
