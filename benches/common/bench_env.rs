@@ -103,6 +103,12 @@ impl BenchEnv {
             .env("TOPIC_ORGANIZATIONS", &self.topics.organizations)
             .env("TOPIC_MEMBERSHIPS", &self.topics.memberships)
             .env("TOPIC_DLQ", &self.dlq)
+            // The secret the load is signed with: ingest checks it, the worker and replays
+            // check it again on every record.
+            .env(
+                "CLERK_WEBHOOK_SECRET",
+                "whsec_Y2xlcmstc3luYy10ZXN0LXNlY3JldCEh",
+            )
             .kill_on_drop(true);
         if !self.options_raw.is_empty() {
             command.env("KAFKA_OPTIONS", &self.options_raw);

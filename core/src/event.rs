@@ -177,6 +177,26 @@ impl ClerkEvent {
     }
 }
 
+impl ClerkEvent {
+    /// The latest time this event would write into any row's version (its `updated_at`s, and
+    /// the envelope time that dates deletions and stubs). One in the future would outrank every
+    /// real update until then, so the worker refuses it past a bounded clock skew. `None` for
+    /// an ignored type, which writes nothing.
+    pub fn newest_time(&self, meta: &EventMeta) -> Option<Millis> {
+        let carried = match self {
+            ClerkEvent::UserUpserted(u) => Some(u.updated_at),
+            ClerkEvent::OrgUpserted(o) => Some(o.updated_at),
+            ClerkEvent::MembershipUpserted(m)
+            | ClerkEvent::MembershipDeleted(MembershipDeleted(m)) => {
+                Some(m.updated_at.max(m.org.updated_at))
+            }
+            ClerkEvent::UserDeleted(_) | ClerkEvent::OrgDeleted(_) => None,
+            ClerkEvent::Ignored { .. } => return None,
+        };
+        Some(carried.map_or(meta.timestamp, |t| t.max(meta.timestamp)))
+    }
+}
+
 fn event_name(event: &ClerkEvent) -> &str {
     match event {
         ClerkEvent::UserUpserted(_) => "user.updated",

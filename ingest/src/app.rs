@@ -54,6 +54,11 @@ impl IngestConfig {
         if self.body_limit == 0 {
             return refuse("WEBHOOK_BODY_LIMIT", "at least 1 byte");
         }
+        // A wide window lets a captured delivery be replayed for that long; Svix's own default
+        // is 5 minutes, and an hour covers any sane clock skew.
+        if self.tolerance > Duration::from_secs(3600) {
+            return refuse("WEBHOOK_TOLERANCE_SECS", "at most 3600 (seconds)");
+        }
         // Svix gives up on a request after 15 s.
         if self.publish_deadline.is_zero() || self.publish_deadline >= Duration::from_secs(15) {
             return refuse(

@@ -127,13 +127,18 @@ pub struct Publisher {
     deadline: Duration,
 }
 
-/// The record's headers: the Svix id, timestamp and event type, and the W3C trace context of
-/// the current span, so that the worker continues this request's trace.
+/// The record's headers: the Svix id, timestamp, signature and event type (the worker verifies
+/// the signature again: the record's provenance), and the W3C trace context of the current span,
+/// so that the worker continues this request's trace.
 fn headers(webhook: &VerifiedWebhook, event_type: &str) -> OwnedHeaders {
     let mut carrier = std::collections::HashMap::new();
     TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
-    let more = std::iter::once((record_header::TIMESTAMP, webhook.timestamp()))
-        .chain(carrier.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let more = [
+        (record_header::TIMESTAMP, webhook.timestamp()),
+        (record_header::SIGNATURE, webhook.signature()),
+    ]
+    .into_iter()
+    .chain(carrier.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     clerk_sync_kafka::event_headers(webhook.id(), event_type, more)
 }
 
@@ -146,7 +151,8 @@ impl Publisher {
         })
     }
 
-    /// Publishes the exact verified body with the Svix id, timestamp and event type as headers.
+    /// Publishes the exact verified body with the Svix id, timestamp, signature and event type
+    /// as headers.
     #[instrument(skip_all, fields(topic, svix_id = webhook.id()))]
     pub async fn publish(
         &self,

@@ -80,6 +80,11 @@ impl VerifiedWebhook {
         header(&self.headers, "svix-timestamp", "webhook-timestamp").unwrap_or_default()
     }
 
+    /// `svix-signature` as sent: carried into the record, so the worker can check it again.
+    pub fn signature(&self) -> &str {
+        header(&self.headers, "svix-signature", "webhook-signature").unwrap_or_default()
+    }
+
     /// The exact bytes that were verified.
     pub fn body(&self) -> &Bytes {
         &self.body

@@ -47,6 +47,9 @@ pub struct BackfillConfig {
     pub resume: bool,
     /// Measure the drift and delete what Clerk deleted (`--prune`).
     pub prune: Option<PruneConfig>,
+    /// Signs every record published (the worker applies only signed records); `None` only for
+    /// a dry run, which publishes nothing.
+    pub signer: Option<clerk_sync_kafka::provenance::RecordSigner>,
 }
 
 /// Where an interrupted backfill resumes: the resource and offset of the next page.
@@ -207,7 +210,7 @@ async fn next_page(
     if !config.dry_run {
         for object in &page.items {
             let (event_id, body) = synthetic_event(event_type, object)?;
-            publish(producer, &config.topics, &event_id, event_type, &body).await?;
+            publish(producer, config, &event_id, event_type, &body).await?;
             summary.published += 1;
         }
     }
@@ -246,7 +249,7 @@ async fn prune_drift(
     summary.prune_refused = plan.refused.clone();
     if !config.dry_run && plan.refused.is_none() {
         for (event_id, event_type, body) in plan.events(db, db.started_ms).await? {
-            publish(producer, &config.topics, &event_id, event_type, &body).await?;
+            publish(producer, config, &event_id, event_type, &body).await?;
             summary.pruned += 1;
         }
         for table in &drift {
@@ -260,22 +263,32 @@ async fn prune_drift(
     Ok(())
 }
 
+/// Publishes one object as a Clerk event, signed with the project's key.
 async fn publish(
     producer: &FutureProducer,
-    topics: &Topics,
+    config: &BackfillConfig,
     event_id: &str,
     event_type: &str,
     body: &[u8],
 ) -> Result<()> {
     let envelope = Envelope::parse(body)?;
     let route = route(&envelope)?;
-    let Some(topic) = topics.for_stream(route.stream) else {
+    let Some(topic) = config.topics.for_stream(route.stream) else {
         return Ok(());
     };
+    let Some(signer) = &config.signer else {
+        anyhow::bail!(
+            "RECORD_SIGNING_KEY is not set: expected the key that signs what backfill publishes"
+        );
+    };
+    let signature = signer.sign(event_id, event_type, body);
     let headers = clerk_sync_kafka::event_headers(
         event_id,
         event_type,
-        [(record_header::ORIGIN, "backfill")],
+        [
+            (record_header::ORIGIN, "backfill"),
+            (record_header::OWN_SIGNATURE, signature.as_str()),
+        ],
     );
     let mut record = FutureRecord::<str, [u8]>::to(topic)
         .payload(body)

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::{BackfillSummary, TableDrift, RESOURCES};
 
@@ -128,11 +128,33 @@ pub async fn push(pushgateway: &str, summary: &BackfillSummary) -> Result<()> {
         .body(exposition(summary, std::time::SystemTime::now()))
         .send()
         .await
-        .with_context(|| format!("PUSHGATEWAY_URL: cannot push to {url}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "PUSHGATEWAY_URL: cannot push to {}: {}",
+                shown(&url),
+                e.without_url()
+            )
+        })?;
     if !response.status().is_success() {
-        bail!("PUSHGATEWAY_URL: {url} answered {}", response.status());
+        bail!(
+            "PUSHGATEWAY_URL: {} answered {}",
+            shown(&url),
+            response.status()
+        );
     }
     Ok(())
+}
+
+/// A URL as it may be shown: without the user name and password it may carry.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => "[the configured URL]".to_owned(),
+    }
 }
 
 /// Progress for people: the resource, objects against Clerk's count, pages, objects per second.

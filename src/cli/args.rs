@@ -19,8 +19,8 @@ pub struct KafkaArgs {
     pub brokers: String,
     /// Extra librdkafka properties, KEY=VALUE, comma-separated (TLS, SASL, linger.ms…); their
     /// values are never printed (passwords and keys may be among them).
-    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", hide_env_values = true, value_delimiter = ',', value_parser = parse_key_value)]
-    pub extra_options: Vec<(String, String)>,
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", hide_env_values = true, value_parser = OptionList)]
+    pub extra_options: Vec<Vec<(String, String)>>,
     /// SASL user name (sets librdkafka's sasl.username), kept out of KAFKA_OPTIONS.
     #[arg(long, env = "KAFKA_SASL_USERNAME")]
     pub sasl_username: Option<String>,
@@ -36,7 +36,7 @@ impl std::fmt::Debug for KafkaArgs {
             .field("brokers", &self.brokers)
             .field(
                 "extra_options",
-                &clerk_sync_kafka::options::Redacted(&self.extra_options),
+                &clerk_sync_kafka::options::Redacted(&self.extra_options.concat()),
             )
             .field("sasl_username", &self.sasl_username)
             .field("sasl_password", &self.sasl_password)
@@ -56,7 +56,7 @@ impl KafkaArgs {
 
     /// Every librdkafka property to apply: `KAFKA_OPTIONS` plus the SASL credentials.
     pub fn options(&self) -> clerk_sync_kafka::options::KafkaOptions {
-        let mut options = self.extra_options.clone();
+        let mut options = self.extra_options.concat();
         if let Some(user) = &self.sasl_username {
             options.push(("sasl.username".to_owned(), user.clone()));
         }
@@ -82,14 +82,76 @@ impl KafkaArgs {
     }
 }
 
-fn parse_key_value(raw: &str) -> Result<(String, String), String> {
-    match raw.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => {
-            clerk_sync_kafka::options::refuse_guarantee_breaker(k)?;
-            Ok((k.trim().to_owned(), v.trim().to_owned()))
+/// `KAFKA_OPTIONS` (or one `--kafka-option`): `KEY=VALUE` entries separated by commas. A piece
+/// without `=` continues the value before it (a password or a list holding a comma). Its errors
+/// never quote the text, which may be a secret's value: clap's own would.
+#[derive(Clone)]
+struct OptionList;
+
+impl clap::builder::TypedValueParser for OptionList {
+    type Value = Vec<(String, String)>;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let refuse = |message: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{message}\n"),
+            )
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("KAFKA_OPTIONS: expected UTF-8 text".to_owned()))?;
+        parse_option_list(text).map_err(refuse)
+    }
+}
+
+fn parse_option_list(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for piece in text.split(',') {
+        match piece.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                clerk_sync_kafka::options::refuse_guarantee_breaker(k)?;
+                entries.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            None if !entries.is_empty() => {
+                let (_, value) = entries.last_mut().expect("an entry before");
+                value.push(',');
+                value.push_str(piece.trim_end());
+            }
+            // The text may be a secret's value: name the entry's place, not the text.
+            _ => {
+                return Err(format!(
+                    "KAFKA_OPTIONS: expected KEY=VALUE entries separated by commas (entry {} has no key)",
+                    entries.len() + 1
+                ))
+            }
         }
-        // The text may be a secret's value: name the key's shape, not the text.
-        _ => Err("expected KEY=VALUE (an entry has no `=` or no key)".to_owned()),
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_option_list;
+
+    #[test]
+    fn a_comma_inside_a_value_stays_in_the_value_and_a_bad_entry_is_named_by_place_not_text() {
+        assert_eq!(
+            parse_option_list("sasl.password=ab,cd,linger.ms=5").expect("parsed"),
+            [
+                ("sasl.password".to_owned(), "ab,cd".to_owned()),
+                ("linger.ms".to_owned(), "5".to_owned())
+            ]
+        );
+        let e = parse_option_list("linger.ms=5,=s3cret").expect_err("no key");
+        assert!(e.contains("entry 2") && !e.contains("s3cret"), "{e}");
+        let e = parse_option_list("hunter2,linger.ms=5").expect_err("no key");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }
 
@@ -151,6 +213,34 @@ pub struct DatabaseArgs {
     /// without limit.
     #[arg(long, env = "DATABASE_LOCK_TIMEOUT_MS", default_value_t = DEFAULT_LOCK_TIMEOUT_MS)]
     pub database_lock_timeout_ms: u32,
+    /// Connect to a database off loopback without verifying its certificate (`sslmode` other
+    /// than verify-full or verify-ca): only for a network you trust end to end.
+    #[arg(long, env = "DATABASE_ALLOW_UNVERIFIED")]
+    pub database_allow_unverified: bool,
+}
+
+/// Refuses a database URL that would talk to a host off loopback without checking who answers:
+/// sqlx's default `prefer` falls back to plain text, and `require` encrypts to whoever answers.
+pub fn check_verified(options: &PgConnectOptions, setting: &str, allow: bool) -> Result<()> {
+    use sqlx::postgres::PgSslMode;
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let verified = matches!(
+        options.get_ssl_mode(),
+        PgSslMode::VerifyFull | PgSslMode::VerifyCa
+    );
+    if local || verified || allow {
+        return Ok(());
+    }
+    bail!(
+        "{setting}: expected sslmode=verify-full (with sslrootcert=<the server's CA> unless the system trusts it) for a database off loopback; set DATABASE_ALLOW_UNVERIFIED=true to connect unverified on a network you trust"
+    )
 }
 
 /// Long enough for any batch of another worker to end (seconds at most), short enough that a
@@ -164,6 +254,7 @@ impl DatabaseArgs {
             .expose()
             .parse()
             .context("DATABASE_URL: expected a postgres:// URL")?;
+        check_verified(&options, "DATABASE_URL", self.database_allow_unverified)?;
         let lock_timeout = self.database_lock_timeout_ms;
         if i32::try_from(lock_timeout).is_err() {
             bail!("DATABASE_LOCK_TIMEOUT_MS: expected at most {} (milliseconds; 0 waits without limit)", i32::MAX);
@@ -228,22 +319,76 @@ pub struct IngestArgs {
 impl IngestArgs {
     /// Splits the secret setting; fails when none is usable.
     pub fn secrets(&self) -> Result<Vec<Secret>> {
-        let Some(raw) = &self.webhook_secret else {
-            bail!("CLERK_WEBHOOK_SECRET is not set: expected the endpoint's signing secret (whsec_…) from the Clerk dashboard");
-        };
-        let secrets: Vec<Secret> = raw
-            .expose()
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-            .map(Secret::new)
-            .collect();
-        if secrets.is_empty() {
-            bail!(
-                "CLERK_WEBHOOK_SECRET is empty: expected the endpoint's signing secret (whsec_…)"
-            );
-        }
-        Ok(secrets)
+        webhook_secrets(self.webhook_secret.as_ref())
     }
+}
+
+/// `CLERK_WEBHOOK_SECRET` split into its secrets (spaces or commas between them); fails naming
+/// the setting when none is usable.
+pub fn webhook_secrets(raw: Option<&Secret>) -> Result<Vec<Secret>> {
+    let Some(raw) = raw else {
+        bail!("CLERK_WEBHOOK_SECRET is not set: expected the endpoint's signing secret (whsec_…) from the Clerk dashboard");
+    };
+    let secrets = split_secrets(raw);
+    if secrets.is_empty() {
+        bail!("CLERK_WEBHOOK_SECRET is empty: expected the endpoint's signing secret (whsec_…)");
+    }
+    Ok(secrets)
+}
+
+/// A setting holding several secrets (rotation), split at spaces or commas.
+fn split_secrets(raw: &Secret) -> Vec<Secret> {
+    raw.expose()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(Secret::new)
+        .collect()
+}
+
+/// What a record must show before the worker or a replay applies it: the secrets and keys its
+/// signature is checked against, and how far in the future its versions may be.
+#[derive(Clone, Debug, Args)]
+pub struct TrustArgs {
+    /// Clerk's signing secret(s) (whsec_…), current and retired, that records on the topics were
+    /// signed with; a record none of them signed is dead-lettered as `unsigned`.
+    #[arg(
+        long = "webhook-secret",
+        env = "CLERK_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<Secret>,
+    /// clerk-sync's own record key(s): base64 of at least 32 random bytes; the first signs what
+    /// backfill, prune and a vouched redrive write, all of them verify.
+    #[arg(long, env = "RECORD_SIGNING_KEY", hide_env_values = true)]
+    pub record_signing_key: Option<Secret>,
+    /// How far ahead of this machine's clock an event's times may be before it is refused.
+    #[arg(long, env = "MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
+    pub max_clock_skew_secs: u64,
+}
+
+impl TrustArgs {
+    /// The library's value, every secret and key checked.
+    pub fn trust(&self) -> Result<std::sync::Arc<clerk_sync_worker::Trust>> {
+        let secrets = webhook_secrets(self.webhook_secret.as_ref())?;
+        let keys = record_keys(self.record_signing_key.as_ref());
+        let provenance = clerk_sync_kafka::provenance::Provenance::new(&secrets, &keys)?;
+        Ok(std::sync::Arc::new(clerk_sync_worker::Trust {
+            provenance,
+            max_clock_skew: Duration::from_secs(self.max_clock_skew_secs),
+        }))
+    }
+}
+
+/// `RECORD_SIGNING_KEY` split into its keys; none when unset.
+pub fn record_keys(raw: Option<&Secret>) -> Vec<Secret> {
+    raw.map(split_secrets).unwrap_or_default()
+}
+
+/// The signer of the records clerk-sync writes itself, from `RECORD_SIGNING_KEY`.
+pub fn record_signer(raw: Option<&Secret>) -> Result<clerk_sync_kafka::provenance::RecordSigner> {
+    Ok(clerk_sync_kafka::provenance::RecordSigner::new(
+        &record_keys(raw),
+    )?)
 }
 
 /// `clerk-sync worker`.
@@ -280,6 +425,8 @@ pub struct WorkerArgs {
     /// Identifies this worker in logs (default: host name and process id).
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -329,6 +476,7 @@ impl WorkerArgs {
             lag_interval: Duration::from_millis(self.lag_refresh_ms),
             kafka_options: self.kafka.options(),
             worker_id,
+            trust: self.trust.trust()?,
         };
         config.validate()?;
         Ok(config)

@@ -50,11 +50,22 @@ pub struct BackfillArgs {
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
     /// Push the drift figures (clerk_sync_drift_rows) to this Prometheus Pushgateway.
-    #[arg(long, env = "PUSHGATEWAY_URL", value_name = "URL", requires = "prune")]
+    /// May carry credentials (`https://user:pass@…`): never shown by --help or in errors.
+    #[arg(
+        long,
+        env = "PUSHGATEWAY_URL",
+        value_name = "URL",
+        requires = "prune",
+        hide_env_values = true
+    )]
     pub pushgateway_url: Option<String>,
     /// Print the summary (and drift report) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The key that signs what backfill publishes (base64, at least 32 bytes); several
+    /// separated by commas during a rotation, the first signs. The worker needs it too.
+    #[arg(long, env = "RECORD_SIGNING_KEY", hide_env_values = true)]
+    pub record_signing_key: Option<Secret>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -128,9 +139,17 @@ fn config(args: &BackfillArgs) -> Result<BackfillConfig> {
     };
     if let Some(url) = &args.pushgateway_url {
         reqwest::Url::parse(url)
-            .map_err(|e| anyhow::anyhow!("PUSHGATEWAY_URL: expected a URL, got `{url}`: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("PUSHGATEWAY_URL: expected a URL ({e})"))?;
     }
+    let signer = if args.dry_run {
+        None
+    } else {
+        Some(super::args::record_signer(
+            args.record_signing_key.as_ref(),
+        )?)
+    };
     Ok(BackfillConfig {
+        signer,
         api_url: args.api_url.clone(),
         secret_key,
         page_size: args.page_size,

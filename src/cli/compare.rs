@@ -12,8 +12,14 @@ use crate::compare::{compare, Difference, TableReport};
 /// `clerk-sync compare`: the synced tables of DATABASE_URL against another database.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The database to compare with (e.g. one rebuilt by `replay --into`).
-    #[arg(long = "with", value_name = "URL", hide_env_values = true)]
+    /// The database to compare with (e.g. one rebuilt by `replay --into`); from the environment
+    /// (or COMPARE_WITH_DATABASE_URL_FILE) to keep its password out of `ps`.
+    #[arg(
+        long = "with",
+        value_name = "URL",
+        env = "COMPARE_WITH_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub other: Secret,
     /// The database compared (usually the live one).
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
@@ -34,6 +40,7 @@ async fn connect(url: &Secret, setting: &str) -> Result<PgConnection> {
         .expose()
         .parse()
         .with_context(|| format!("{setting}: expected a postgres:// URL"))?;
+    super::args::check_verified(&options, setting, false)?;
     // The first page waits for the whole table to be sorted: not a slow statement to warn of.
     options
         .disable_statement_logging()

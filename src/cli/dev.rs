@@ -93,13 +93,14 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
         database_url: database_url.clone(),
         database_max_connections: 10,
         database_lock_timeout_ms: super::args::DEFAULT_LOCK_TIMEOUT_MS,
+        database_allow_unverified: false,
     };
     let pool = database.connect().await?;
     clerk_sync_worker::migrate(&pool)
         .await
         .context("applying migrations")?;
     let (addr, ingest) = start_ingest(&args, &secret, &kafka, &topics, &cancel).await?;
-    let worker = start_worker(database, &pool, &kafka, topics, &cancel)?;
+    let worker = start_worker(&secret, database, &pool, &kafka, topics, &cancel)?;
     print_banner(&args, addr, &secret, &database_url, &kafka);
     if args.demo {
         if let Err(e) = demo(addr, &secret, &pool).await {
@@ -202,6 +203,7 @@ async fn start_ingest(
 }
 
 fn start_worker(
+    secret: &Secret,
     database: DatabaseArgs,
     pool: &PgPool,
     kafka: &KafkaArgs,
@@ -218,6 +220,13 @@ fn start_worker(
         lag_refresh_ms: 15_000,
         skip_migrations: true,
         worker_id: Some("dev".to_owned()),
+        // The webhooks ingest takes are the only records dev's topics get: Clerk's secret is all
+        // the worker needs to believe them.
+        trust: super::args::TrustArgs {
+            webhook_secret: Some(secret.clone()),
+            record_signing_key: None,
+            max_clock_skew_secs: 300,
+        },
         database,
         kafka: kafka.clone(),
         topics,

@@ -60,6 +60,14 @@ pub enum DlqCommand {
         /// Print what would be re-published, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Sign dead letters that carry no signature, or whose signature failed (kind
+        /// `unsigned`), with RECORD_SIGNING_KEY: you vouch that you checked them. Without it
+        /// they are refused.
+        #[arg(long)]
+        vouch: bool,
+        /// The key --vouch signs with (base64, at least 32 bytes; the first of several).
+        #[arg(long, env = "RECORD_SIGNING_KEY", hide_env_values = true)]
+        record_signing_key: Option<clerk_sync_core::Secret>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -68,9 +76,9 @@ pub enum DlqCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct DlqArgs {
-    /// Dead-letter topic.
-    #[arg(long, env = "TOPIC_DLQ", default_value = clerk_sync_core::Topics::DEFAULT_DLQ)]
-    pub topic_dlq: String,
+    /// The dead-letter topic and the synced topics (the only ones a redrive writes to).
+    #[command(flatten)]
+    pub topics: super::TopicArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -87,7 +95,7 @@ async fn read_all(args: &DlqArgs) -> Result<Vec<clerk_sync_worker::dead_letter::
     args.kafka.check_admitted().await?;
     let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &inspect_group())
         .context(CLIENT)?;
-    let topic = args.topic_dlq.clone();
+    let topic = args.topics.topic_dlq.clone();
     Ok(tokio::task::spawn_blocking(move || dlq::read_to_end(&consumer, &topic, false)).await??)
 }
 
@@ -110,8 +118,15 @@ pub async fn run(command: DlqCommand) -> Result<()> {
             redrive,
             only,
             dry_run,
+            vouch,
+            record_signing_key,
             json,
-        } => redrive_letters(args, redrive.group, only, dry_run, json).await,
+        } => {
+            let vouch = vouch
+                .then(|| super::args::record_signer(record_signing_key.as_ref()))
+                .transpose()?;
+            redrive_letters(args, redrive.group, only, dry_run, vouch, json).await
+        }
     }
 }
 
@@ -119,9 +134,9 @@ async fn list(args: DlqArgs, redrive: RedriveGroup, fail_if_any: bool, json: boo
     let letters = read_all(&args).await?;
     let consumer = dlq::consumer(&args.kafka.brokers, &args.kafka.options(), &redrive.group)
         .context(CLIENT)?;
-    let topic = args.topic_dlq.clone();
+    let topic = args.topics.topic_dlq.clone();
     let redriven = tokio::task::spawn_blocking(move || dlq::committed(&consumer, &topic)).await??;
-    let summary = dlq::DlqSummary::new(&args.topic_dlq, &letters, &redriven);
+    let summary = dlq::DlqSummary::new(&args.topics.topic_dlq, &letters, &redriven);
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -152,7 +167,7 @@ async fn show(args: DlqArgs, limit: usize, show_personal_data: bool, json: bool)
         let shown: Vec<_> = letters
             .iter()
             .take(limit)
-            .map(|l| dlq::letter_json(&args.topic_dlq, l, show_personal_data))
+            .map(|l| dlq::letter_json(&args.topics.topic_dlq, l, show_personal_data))
             .collect();
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
@@ -161,7 +176,7 @@ async fn show(args: DlqArgs, limit: usize, show_personal_data: bool, json: bool)
         let h = |name| l.header(name).unwrap_or_default();
         println!(
             "{}:{}:{}  kind={}  from={}:{}:{}  attempts={}  first_failure_ms={}  last_failure_ms={}  worker={}",
-            args.topic_dlq, l.partition, l.offset, h(header::ERROR_KIND), h(header::ORIGINAL_TOPIC),
+            args.topics.topic_dlq, l.partition, l.offset, h(header::ERROR_KIND), h(header::ORIGINAL_TOPIC),
             h(header::ORIGINAL_PARTITION), h(header::ORIGINAL_OFFSET), h(header::ATTEMPTS),
             h(header::FIRST_FAILURE_MS), h(header::LAST_FAILURE_MS), h(header::WORKER_ID)
         );
@@ -189,6 +204,7 @@ async fn redrive_letters(
     group: String,
     only: Option<String>,
     dry_run: bool,
+    vouch: Option<clerk_sync_kafka::provenance::RecordSigner>,
     json: bool,
 ) -> Result<()> {
     let only = only
@@ -205,27 +221,43 @@ async fn redrive_letters(
     let redrive = dlq::Redrive {
         brokers: args.kafka.brokers.clone(),
         options: args.kafka.options(),
-        topic: args.topic_dlq.clone(),
+        topic: args.topics.topic_dlq.clone(),
         group,
         only,
         dry_run,
+        to: dlq::Destination {
+            allowed_topics: args.topics.topics().synced(),
+            vouch,
+        },
     };
     let done = dlq::redrive(&redrive, |r| {
-        if !json {
-            println!(
+        if json {
+            return;
+        }
+        match &r.refused {
+            None => println!(
                 "{} {}:{}:{} to {}",
                 if dry_run { "would redrive" } else { "redriven" },
-                args.topic_dlq,
+                args.topics.topic_dlq,
                 r.partition,
                 r.offset,
                 r.original_topic
-            );
+            ),
+            Some(refusal) => println!(
+                "refused {}:{}:{} (to {:?}): {}",
+                args.topics.topic_dlq,
+                r.partition,
+                r.offset,
+                r.original_topic,
+                refusal.as_str()
+            ),
         }
     })
     .await?;
+    let refused = done.iter().filter(|r| r.refused.is_some()).count();
     if json {
-        let out = serde_json::json!({"topic": args.topic_dlq, "dry_run": dry_run,
-            "count": done.len(), "dead_letters": done});
+        let out = serde_json::json!({"topic": args.topics.topic_dlq, "dry_run": dry_run,
+            "count": done.len() - refused, "refused": refused, "dead_letters": done});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let verb = if dry_run {
@@ -233,7 +265,10 @@ async fn redrive_letters(
         } else {
             "redriven"
         };
-        println!("{} dead letters {verb}", done.len());
+        println!(
+            "{} dead letters {verb}, {refused} refused",
+            done.len() - refused
+        );
     }
     Ok(())
 }

@@ -29,8 +29,9 @@ pub struct ReplayArgs {
     /// Only these topics (comma-separated); default: the three synced topics.
     #[arg(long, value_delimiter = ',')]
     pub topics: Vec<String>,
-    /// Apply into this database instead of DATABASE_URL (migrated first): rebuild into an empty one.
-    #[arg(long, hide_env_values = true)]
+    /// Apply into this database instead of DATABASE_URL (migrated first): rebuild into an empty
+    /// one. From the environment (or REPLAY_INTO_DATABASE_URL_FILE) to keep its password out of `ps`.
+    #[arg(long, env = "REPLAY_INTO_DATABASE_URL", hide_env_values = true)]
     pub into: Option<Secret>,
     /// The live database (unless --into is given).
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
@@ -48,6 +49,8 @@ pub struct ReplayArgs {
     /// row before writing (see BENCHMARKS.md).
     #[arg(long, default_value_t = 10000)]
     pub batch_max: usize,
+    #[command(flatten)]
+    pub trust: super::args::TrustArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -104,13 +107,14 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
         database_url: url,
         database_max_connections: 4,
         database_lock_timeout_ms: super::args::DEFAULT_LOCK_TIMEOUT_MS,
+        database_allow_unverified: false,
     };
+    let config = config(&args)?;
     args.kafka.check_admitted().await?;
     let pool = database.connect().await?;
     clerk_sync_worker::migrate(&pool)
         .await
         .context("applying migrations")?;
-    let config = config(&args);
     let health = Health::new(pool.clone());
     let metrics = WorkerMetrics::new(prometheus::Registry::new(), &config.topics)?;
     let mut progress = Progress::new();
@@ -123,7 +127,7 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
 }
 
 /// The library's configuration from the arguments.
-fn config(args: &ReplayArgs) -> ReplayConfig {
+fn config(args: &ReplayArgs) -> Result<ReplayConfig> {
     let topics = if args.topics.is_empty() {
         args.topic_names.topics().synced()
     } else {
@@ -136,7 +140,7 @@ fn config(args: &ReplayArgs) -> ReplayConfig {
     } else {
         Start::Offsets(args.from_offset.clone())
     };
-    ReplayConfig {
+    Ok(ReplayConfig {
         brokers: args.kafka.brokers.clone(),
         options: args.kafka.options(),
         group: args
@@ -148,7 +152,8 @@ fn config(args: &ReplayArgs) -> ReplayConfig {
         until_ms: args.until_time,
         batch_max: args.batch_max.max(1),
         dry_run: args.dry_run,
-    }
+        trust: args.trust.trust()?,
+    })
 }
 
 /// A bar on a terminal; a line every 5 s otherwise.

@@ -13,7 +13,11 @@ use super::Cli;
 /// The settings that may come from a file.
 pub const FILE_BACKED: &[&str] = &[
     "CLERK_WEBHOOK_SECRET",
+    "RECORD_SIGNING_KEY",
     "DATABASE_URL",
+    "REPLAY_INTO_DATABASE_URL",
+    "COMPARE_WITH_DATABASE_URL",
+    "PUSHGATEWAY_URL",
     "CLERK_SECRET_KEY",
     "KAFKA_SASL_PASSWORD",
     "KAFKA_OPTIONS",

@@ -57,7 +57,7 @@ fn accepted(args: &[&str]) -> (BTreeSet<String>, BTreeMap<String, String>) {
 fn required(role: &str) -> &'static [&'static str] {
     match role {
         "ingest" => &["KAFKA_BROKERS", "CLERK_WEBHOOK_SECRET"],
-        "worker" => &["KAFKA_BROKERS", "DATABASE_URL"],
+        "worker" => &["KAFKA_BROKERS", "DATABASE_URL", "CLERK_WEBHOOK_SECRET"],
         "migrate" => &["DATABASE_URL"],
         "topics" => &["KAFKA_BROKERS"],
         // The drift check (`--prune` measures the tables).

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clerk_sync_core::record_header;
 use clerk_sync_worker::dead_letter::Failure;
 use clerk_sync_worker::fate::{settle, BoxFuture, DeadLetterSink, OffsetStore};
 use clerk_sync_worker::{Error, Health};
@@ -71,10 +70,14 @@ impl OffsetStore for Offsets {
 
 fn message(offset: i64, body: &str) -> OwnedMessage {
     let id = format!("msg_fate_{offset}");
-    let headers = OwnedHeaders::new().insert(Header {
-        key: record_header::EVENT_ID,
-        value: Some(id.as_str()),
-    });
+    let headers = crate::harness::kafka::signed_headers(&id, body.as_bytes())
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
     OwnedMessage::new(
         Some(body.as_bytes().to_vec()),
         Some(b"user".to_vec()),
@@ -120,6 +123,7 @@ async fn what_can_never_be_applied_is_dead_lettered_before_the_batchs_offsets_ar
     ];
     let report = settle(
         &batch,
+        &crate::harness::trust(),
         &db.pool,
         &health(&db)?,
         &crate::harness::records::worker_metrics(),
@@ -164,6 +168,7 @@ async fn a_dead_letter_that_cannot_be_written_is_retried_and_no_offset_is_stored
         async move {
             settle(
                 &batch,
+                &crate::harness::trust(),
                 &pool,
                 &health,
                 &crate::harness::records::worker_metrics(),
@@ -208,6 +213,7 @@ async fn a_batch_cut_off_by_shutdown_while_its_dead_letter_fails_stores_no_offse
     });
     let result = settle(
         &[message(5, "{not json")],
+        &crate::harness::trust(),
         &db.pool,
         &health(&db)?,
         &crate::harness::records::worker_metrics(),

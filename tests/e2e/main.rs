@@ -31,6 +31,7 @@ mod poison_batch;
 mod production_tls;
 mod prometheus_alerts;
 mod promtool;
+mod provenance;
 mod reference_queries;
 mod replay;
 mod scripting;

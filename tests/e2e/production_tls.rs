@@ -79,3 +79,65 @@ async fn tls_with_sasl_scram_plain_or_oauthbearer_oidc_is_accepted_by_the_produc
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_url_that_would_not_verify_a_remote_server_or_whose_ca_did_not_sign_the_certificate_is_refused(
+) -> anyhow::Result<()> {
+    let migrate = |url: String, extra: Option<(&'static str, &'static str)>| async move {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"));
+        command.arg("migrate").env_clear().env("DATABASE_URL", &url);
+        if let Some((k, v)) = extra {
+            command.env(k, v);
+        }
+        let out = command.output().await?;
+        anyhow::Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    // Off loopback: no sslmode (sqlx's `prefer` falls back to plain text), `require` (encrypts
+    // to whoever answers), `disable`: each refused before any connection, naming the setting.
+    for query in [
+        "",
+        "?sslmode=require",
+        "?sslmode=prefer",
+        "?sslmode=disable",
+    ] {
+        let url = format!("postgres://app:hunter2@db.example.invalid:5432/app{query}");
+        let (ok, err) = migrate(url, None).await?;
+        assert!(!ok, "{query}: migrated");
+        assert!(
+            err.trim()
+                .starts_with("error: DATABASE_URL: expected sslmode=verify-full"),
+            "{query}: {err}"
+        );
+        assert!(!err.contains("hunter2"), "the password never shows: {err}");
+    }
+    // The documented opt-out lets it try (and fail to reach the made-up host).
+    let (ok, err) = migrate(
+        "postgres://app:hunter2@db.example.invalid:5432/app?sslmode=require".into(),
+        Some(("DATABASE_ALLOW_UNVERIFIED", "true")),
+    )
+    .await?;
+    assert!(!ok && err.contains("cannot connect"), "{err}");
+
+    // A real TLS server whose certificate the named CA never signed: refused, nothing migrated.
+    let pg = tokio::task::spawn_blocking(TempPostgres::start_with_tls).await??;
+    let stranger = crate::harness::tls::TestCa::new("not the database's CA")?;
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        stranger.pem_file().display()
+    );
+    let (ok, err) = migrate(url, None).await?;
+    assert!(!ok, "migrated over an unverified connection");
+    assert!(err.contains("DATABASE_URL: cannot connect"), "{err}");
+    let mut conn = PgConnection::connect(&format!("{}?sslmode=require", pg.url())).await?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'users'",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    assert_eq!(tables, 0, "nothing migrated");
+    Ok(())
+}

@@ -13,6 +13,7 @@ async fn a_misspelt_kafka_option_stops_ingest_and_the_worker_at_start_up_naming_
     ] {
         let env = [
             setting,
+            ("CLERK_WEBHOOK_SECRET", TEST_SECRET),
             ("KAFKA_BROKERS", "127.0.0.1:1"),
             ("KAFKA_OPTIONS", "security.protocol=PLAINTEXT,linger.msec=5"),
         ];
@@ -47,6 +48,7 @@ async fn every_kafka_option_the_guarantees_rest_on_stops_every_role_at_start_up_
             let options = format!("security.protocol=PLAINTEXT,{property}");
             let env = [
                 setting,
+                ("CLERK_WEBHOOK_SECRET", TEST_SECRET),
                 ("KAFKA_BROKERS", "127.0.0.1:1"),
                 ("KAFKA_OPTIONS", options.as_str()),
             ];
@@ -59,5 +61,49 @@ async fn every_kafka_option_the_guarantees_rest_on_stops_every_role_at_start_up_
             );
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tolerance_over_an_hour_a_short_record_key_or_a_clock_skew_over_a_day_stops_its_role_naming_the_setting(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let base = [
+        ("CLERK_WEBHOOK_SECRET", TEST_SECRET),
+        ("DATABASE_URL", db.url.as_str()),
+        ("KAFKA_BROKERS", "127.0.0.1:1"),
+    ];
+    for (role, setting, value) in [
+        ("ingest", "WEBHOOK_TOLERANCE_SECS", "86400"),
+        ("worker", "RECORD_SIGNING_KEY", "c2hvcnQ="),
+        ("worker", "MAX_CLOCK_SKEW_SECS", "31536000"),
+        ("worker", "CLERK_WEBHOOK_SECRET", "not-a-secret!"),
+    ] {
+        let mut env: Vec<(&str, &str)> = base
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != setting)
+            .collect();
+        env.push((setting, value));
+        let out = clerk_sync(&[role], &env);
+        assert!(
+            !out.status.success(),
+            "{role} started with {setting}={value}"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(setting), "{role} with {setting}: {err}");
+        assert!(
+            !err.contains(value) || setting.ends_with("_SECS"),
+            "{role} printed the value: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    // The worker believes nothing without Clerk's secret: it says so instead of starting.
+    let out = clerk_sync(&["worker"], &base[1..]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("CLERK_WEBHOOK_SECRET"),
+        "{err}"
+    );
     Ok(())
 }

@@ -23,6 +23,7 @@ fn config(kafka: &TestKafka) -> WorkerConfig {
         kafka_options: Default::default(),
         lag_interval: Duration::from_secs(1),
         worker_id: "current-thread".to_owned(),
+        trust: crate::harness::trust(),
     }
 }
 
@@ -79,6 +80,7 @@ fn a_worker_setting_that_cannot_work_is_refused_at_start_up_naming_it_not_clampe
             &["worker"],
             &[
                 ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"),
+                ("CLERK_WEBHOOK_SECRET", crate::harness::TEST_SECRET),
                 (setting, value),
             ],
         );

@@ -23,6 +23,8 @@ pub struct WorkerConfig {
     pub lag_interval: Duration,
     /// Identifies this process in logs and dead letters.
     pub worker_id: String,
+    /// What a record must show before it is applied (signature, no future version).
+    pub trust: std::sync::Arc<crate::Trust>,
 }
 
 impl WorkerConfig {
@@ -49,6 +51,9 @@ impl WorkerConfig {
             if !(1..=3_600_000).contains(&session_timeout.as_millis()) {
                 return refuse("KAFKA_SESSION_TIMEOUT_MS", "1..3600000 (milliseconds)");
             }
+        }
+        if self.trust.max_clock_skew > Duration::from_secs(86_400) {
+            return refuse("MAX_CLOCK_SKEW_SECS", "at most 86400 (seconds)");
         }
         if self.dlq_topic.trim().is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
             return refuse("TOPIC_*", "non-empty topic names");

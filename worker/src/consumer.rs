@@ -316,6 +316,7 @@ impl Worker {
         let offsets = ConsumerOffsets(&self.consumer);
         crate::fate::settle(
             batch,
+            &self.config.trust,
             &self.pool,
             &self.health,
             &self.metrics,

@@ -1,6 +1,8 @@
 use std::collections::HashMap;
+use std::time::Duration;
 
 use clerk_sync_core::{ClerkEvent, EventId, EventMeta};
+use clerk_sync_kafka::provenance::Provenance;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
 use crate::{Error, Result};
@@ -33,9 +35,18 @@ fn trace_context(message: &OwnedMessage) -> Option<opentelemetry::Context> {
     cx.span().span_context().is_valid().then_some(cx)
 }
 
+/// What a record must show before it is applied: a signature of Clerk's or clerk-sync's own
+/// ([`Provenance`]), and no version later than now plus `max_clock_skew`.
+#[derive(Debug)]
+pub struct Trust {
+    pub provenance: Provenance,
+    pub max_clock_skew: Duration,
+}
+
+/// Decodes a record, once its provenance is checked: nothing of an unsigned body is read.
 /// The event id is the `svix-id` header that ingest copies from the webhook; records written by
 /// other tools without it get an id from their coordinates, stable across replays.
-pub fn decode_record(message: &OwnedMessage) -> Record {
+pub fn decode_record(message: &OwnedMessage, trust: &Trust, now_ms: i64) -> Record {
     let svix_id = message.headers().and_then(|headers| {
         headers
             .iter()
@@ -54,9 +65,27 @@ pub fn decode_record(message: &OwnedMessage) -> Record {
     });
     let decoded = match message.payload() {
         None => Err(Error::EmptyRecord),
-        Some(body) => EventId::parse(id)
-            .and_then(|id| ClerkEvent::decode(id, body))
-            .map_err(Error::Decode),
+        Some(body) => trust
+            .provenance
+            .verify(message.headers(), body)
+            .map_err(Error::Unsigned)
+            .and_then(|_| {
+                EventId::parse(id)
+                    .and_then(|id| ClerkEvent::decode(id, body))
+                    .map_err(Error::Decode)
+            })
+            .and_then(|(meta, event)| {
+                let skew = trust.max_clock_skew.as_millis() as i64;
+                match event.newest_time(&meta) {
+                    Some(at) if at.get() > now_ms.saturating_add(skew) => {
+                        Err(Error::FutureVersion {
+                            ahead_ms: at.get() - now_ms,
+                            skew_secs: trust.max_clock_skew.as_secs(),
+                        })
+                    }
+                    _ => Ok((meta, event)),
+                }
+            }),
     };
     Record {
         topic: message.topic().to_owned(),

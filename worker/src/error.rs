@@ -11,6 +11,16 @@ pub enum Error {
     Decode(#[source] clerk_sync_core::Error),
     #[error("record has no value")]
     EmptyRecord,
+    /// Neither Clerk (through Svix) nor clerk-sync's own key signed the record: whoever wrote
+    /// it could reach the topic, which is not enough to be believed.
+    #[error("record is not signed by Clerk or clerk-sync")]
+    Unsigned(#[source] clerk_sync_kafka::provenance::Unsigned),
+    /// A version later than now beyond the allowed clock skew: applied, it would outrank every
+    /// real update until that time.
+    #[error(
+        "event is dated {ahead_ms} ms in the future, past MAX_CLOCK_SKEW_SECS ({skew_secs} s)"
+    )]
+    FutureVersion { ahead_ms: i64, skew_secs: u64 },
     /// Every record of a batch failed alone with the same error: no set of records is that
     /// uniformly bad, the database is (a trigger, a constraint or a setting the records cannot
     /// satisfy). Retried like an outage, never dead-lettered.
@@ -102,7 +112,7 @@ impl Error {
             Error::Migrate(_) => false,
             Error::Kafka(_) => true,
             Error::Decode(e) => e.is_retryable(),
-            Error::EmptyRecord => false,
+            Error::EmptyRecord | Error::Unsigned(_) | Error::FutureVersion { .. } => false,
             Error::EveryRecordRejected { .. } => true,
             Error::Cancelled | Error::Setting { .. } | Error::DeadLetterTopic(_) => false,
         }
@@ -142,6 +152,8 @@ impl Error {
                 clerk_sync_core::Error::MissingField { .. } => ErrorKind::MissingField,
             },
             Error::EmptyRecord => ErrorKind::EmptyRecord,
+            Error::Unsigned(_) => ErrorKind::Unsigned,
+            Error::FutureVersion { .. } => ErrorKind::FutureVersion,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Setting { .. } => ErrorKind::Setting,
             Error::DeadLetterTopic(_) => ErrorKind::Kafka,
@@ -174,12 +186,14 @@ pub enum ErrorKind {
     InvalidData,
     EmptyId,
     MissingField,
+    Unsigned,
+    FutureVersion,
     /// A setting that cannot work (start-up only).
     Setting,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::DatabaseConflict,
         ErrorKind::DatabaseUnavailable,
         ErrorKind::DatabaseEnvironment,
@@ -192,6 +206,8 @@ impl ErrorKind {
         ErrorKind::InvalidData,
         ErrorKind::EmptyId,
         ErrorKind::MissingField,
+        ErrorKind::Unsigned,
+        ErrorKind::FutureVersion,
         ErrorKind::Setting,
     ];
 
@@ -209,6 +225,8 @@ impl ErrorKind {
             ErrorKind::InvalidData => "invalid_data",
             ErrorKind::EmptyId => "empty_id",
             ErrorKind::MissingField => "missing_field",
+            ErrorKind::Unsigned => "unsigned",
+            ErrorKind::FutureVersion => "future_version",
             ErrorKind::Setting => "setting",
         }
     }

@@ -17,7 +17,7 @@ use tracing::warn;
 use crate::batch::{apply_records, with_retry, BatchReport};
 use crate::clock::now_ms;
 use crate::dead_letter::{DeadLetters, Failure};
-use crate::{decode_record, Health, Record, Result, WorkerMetrics};
+use crate::{decode_record, Health, Record, Result, Trust, WorkerMetrics};
 
 /// A boxed future, so that the seams can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,9 +54,13 @@ pub trait OffsetStore: Send + Sync {
 
 /// Settles a batch: applies it, dead-letters what can never be applied (a failed write is
 /// retried, never skipped), then stores its offsets. Nothing is stored unless every record is
-/// applied or dead-lettered: an error or cancellation leaves the batch to be read again.
+/// applied or dead-lettered: an error or cancellation leaves the batch to be read again. A record
+/// `trust` does not believe (unsigned, dated in the future) is dead-lettered unread.
+// Each argument is a seam tests replace on its own; a struct of them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn settle(
     batch: &[OwnedMessage],
+    trust: &Trust,
     pool: &PgPool,
     health: &Health,
     metrics: &WorkerMetrics,
@@ -65,7 +69,8 @@ pub async fn settle(
     cancel: &CancellationToken,
 ) -> Result<BatchReport> {
     let started = std::time::Instant::now();
-    let records: Vec<Record> = batch.iter().map(decode_record).collect();
+    let now = now_ms();
+    let records: Vec<Record> = batch.iter().map(|m| decode_record(m, trust, now)).collect();
     let (report, poison) = apply_records(pool, &records, health, metrics, cancel).await?;
     for p in &poison {
         let message = &batch[p.index];

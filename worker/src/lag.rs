@@ -66,10 +66,7 @@ impl LagProbe {
         for (topic, partition, _, _) in &ends {
             tpl.add_partition(topic, *partition);
         }
-        let committed = self
-            .offsets
-            .committed_offsets(tpl, timeout)
-            .map_err(Error::Kafka)?;
+        let committed = crate::watermarks::committed_offsets(&self.offsets, &tpl, timeout)?;
         let now_ms = crate::clock::now_ms();
         let mut out = Vec::with_capacity(ends.len());
         for (topic, partition, low, high) in ends {

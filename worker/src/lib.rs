@@ -24,7 +24,7 @@ mod watermarks;
 pub use batch::{apply_records, error_chain, BatchReport, Rejected};
 pub use config::WorkerConfig;
 pub use consumer::Worker;
-pub use decode::{decode_record, Record};
+pub use decode::{decode_record, Record, Trust};
 pub use error::{Error, ErrorKind, Result};
 pub use health::{health_router, Health};
 pub use metrics::{EventOutcome, WorkerMetrics};

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply_events, Intent};
 use crate::batch::{apply_records, warn_undecodable};
-use crate::{decode_record, Error, EventOutcome, Health, Record, Result, WorkerMetrics};
+use crate::{decode_record, Error, EventOutcome, Health, Record, Result, Trust, WorkerMetrics};
 
 /// Where a replay starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub struct ReplayConfig {
     pub batch_max: usize,
     /// Apply in one transaction that is rolled back: report, change nothing.
     pub dry_run: bool,
+    /// What a record must show to be applied, as in the worker.
+    pub trust: std::sync::Arc<Trust>,
 }
 
 /// What a replay did.
@@ -239,7 +241,11 @@ async fn next_batch(
             summary.skipped_by_time += 1;
             continue;
         }
-        records.push(decode_record(&message));
+        records.push(decode_record(
+            &message,
+            &config.trust,
+            crate::clock::now_ms(),
+        ));
         if ranges.values().all(|r| r.done) {
             break;
         }

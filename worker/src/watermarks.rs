@@ -28,3 +28,29 @@ pub fn watermarks<C: Consumer>(
     }
     Ok(out)
 }
+
+/// The group's committed offsets. On a cluster that has just started (or whose coordinator has
+/// just moved), the broker answers "not coordinator" or "loading" for a moment: asked again until
+/// `timeout`, as a consumer joining the group would.
+pub fn committed_offsets<C: Consumer>(
+    consumer: &C,
+    tpl: &rdkafka::TopicPartitionList,
+    timeout: Duration,
+) -> Result<rdkafka::TopicPartitionList> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match consumer.committed_offsets(tpl.clone(), left) {
+            Err(KafkaError::MetadataFetch(
+                Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+                | Code::CoordinatorNotAvailable,
+            )) if left > Duration::from_millis(200) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other.map_err(Error::Kafka),
+        }
+    }
+}

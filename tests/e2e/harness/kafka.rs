@@ -80,8 +80,21 @@ impl TestKafka {
 
     /// Writes a record straight to a topic, bypassing ingest (poison records).
     pub async fn produce(&self, topic: &str, key: &str, value: &[u8], svix_id: &str) -> Result<()> {
-        self.send(topic, key, value, svix_id, None).await?;
+        self.send(topic, key, value, &signed_headers(svix_id, value), None)
+            .await?;
         Ok(())
+    }
+
+    /// Writes a record with only these headers, as anyone who can reach the topic could: no
+    /// signature unless one is among them.
+    pub async fn produce_with_headers(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: &[(String, String)],
+    ) -> Result<(i32, i64)> {
+        self.send(topic, key, value, headers, None).await
     }
 
     /// Writes a record with the timestamp `at_ms` (its CreateTime), bypassing ingest.
@@ -93,7 +106,14 @@ impl TestKafka {
         svix_id: &str,
         at_ms: i64,
     ) -> Result<(i32, i64)> {
-        self.send(topic, key, value, svix_id, Some(at_ms)).await
+        self.send(
+            topic,
+            key,
+            value,
+            &signed_headers(svix_id, value),
+            Some(at_ms),
+        )
+        .await
     }
 
     async fn send(
@@ -101,19 +121,15 @@ impl TestKafka {
         topic: &str,
         key: &str,
         value: &[u8],
-        svix_id: &str,
+        headers: &[(String, String)],
         at_ms: Option<i64>,
     ) -> Result<(i32, i64)> {
-        use rdkafka::message::{Header, OwnedHeaders};
         use rdkafka::producer::{FutureProducer, FutureRecord};
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("linger.ms", "0")
             .create()?;
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "svix-id",
-            value: Some(svix_id),
-        });
+        let headers = owned_headers(headers);
         let mut record = FutureRecord::to(topic)
             .key(key)
             .payload(value)
@@ -136,7 +152,6 @@ impl TestKafka {
         topic: &str,
         records: &[(String, Vec<u8>, String)],
     ) -> Result<std::collections::BTreeMap<i32, i64>> {
-        use rdkafka::message::{Header, OwnedHeaders};
         use rdkafka::producer::{FutureProducer, FutureRecord};
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
@@ -146,10 +161,7 @@ impl TestKafka {
         // Enqueued at once (send_result), not one awaited after the other: they linger together.
         let mut deliveries = Vec::new();
         for (key, value, svix_id) in records {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "svix-id",
-                value: Some(svix_id),
-            });
+            let headers = owned_headers(&signed_headers(svix_id, value));
             let record = FutureRecord::to(topic)
                 .key(key)
                 .payload(value)
@@ -277,4 +289,47 @@ impl TestKafka {
             })
             .collect())
     }
+}
+
+/// The headers ingest gives a record: its Svix id, timestamp and signature under the test
+/// secret. A body that is not UTF-8 (which Svix cannot sign) is signed with the test record key,
+/// as clerk-sync signs what it writes itself: either way the worker believes it and gets to
+/// judge the body.
+pub fn signed_headers(svix_id: &str, body: &[u8]) -> Vec<(String, String)> {
+    signed_headers_with(super::TEST_SECRET, svix_id, body)
+}
+
+/// [`signed_headers`] under another Svix secret (a rotation's old or new one).
+pub fn signed_headers_with(secret: &str, svix_id: &str, body: &[u8]) -> Vec<(String, String)> {
+    use clerk_sync_core::record_header;
+    let mut headers = vec![(record_header::EVENT_ID.to_owned(), svix_id.to_owned())];
+    match super::svix_signature(secret, svix_id, body) {
+        Some((timestamp, signature)) => {
+            headers.push((record_header::TIMESTAMP.to_owned(), timestamp));
+            headers.push((record_header::SIGNATURE.to_owned(), signature));
+        }
+        None => {
+            let signer =
+                clerk_sync_kafka::provenance::RecordSigner::new(&[clerk_sync_core::Secret::new(
+                    super::TEST_RECORD_KEY,
+                )])
+                .expect("the test record key");
+            headers.push((record_header::EVENT_TYPE.to_owned(), "unknown".to_owned()));
+            headers.push((
+                record_header::OWN_SIGNATURE.to_owned(),
+                signer.sign(svix_id, "unknown", body),
+            ));
+        }
+    }
+    headers
+}
+
+fn owned_headers(headers: &[(String, String)]) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{Header, OwnedHeaders};
+    headers.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
 }

@@ -23,7 +23,7 @@ pub use process::{
     clerk_sync, clerk_sync_expecting_exit, cli_output, post_all, post_fixture, run_cli, spawn_cli,
     Ingest, WorkerProcess, STDERR_FILE,
 };
-pub use signing::{fixture, signed_post, TEST_SECRET};
+pub use signing::{fixture, signed_post, svix_signature, trust, TEST_RECORD_KEY, TEST_SECRET};
 
 /// A file of the repository, by its path from the root.
 pub fn repo_file(path: &str) -> String {

@@ -27,7 +27,11 @@ fn topic_env(command: &mut Command, kafka: &TestKafka) {
         .env("TOPIC_USERS", &kafka.topics.users)
         .env("TOPIC_ORGANIZATIONS", &kafka.topics.organizations)
         .env("TOPIC_MEMBERSHIPS", &kafka.topics.memberships)
-        .env("TOPIC_DLQ", &kafka.dlq);
+        .env("TOPIC_DLQ", &kafka.dlq)
+        // What records are checked against: the secret the harness signs as Svix would, and
+        // the project key it signs its own records with.
+        .env("CLERK_WEBHOOK_SECRET", super::TEST_SECRET)
+        .env("RECORD_SIGNING_KEY", super::TEST_RECORD_KEY);
 }
 
 async fn wait_healthy(child: &mut Child, base: &str) -> Result<()> {

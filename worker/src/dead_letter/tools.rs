@@ -79,7 +79,7 @@ fn bounds(consumer: &BaseConsumer, topic: &str, from_committed: bool) -> Result<
         ends.push((partition, low, high));
     }
     if from_committed {
-        let committed = consumer.committed_offsets(tpl.clone(), TIMEOUT)?;
+        let committed = crate::watermarks::committed_offsets(consumer, &tpl, TIMEOUT)?;
         for e in committed.elements() {
             if let Offset::Offset(o) = e.offset() {
                 tpl.set_partition_offset(topic, e.partition(), Offset::Offset(o))?;
@@ -98,29 +98,120 @@ pub fn consumer(brokers: &str, options: &[(String, String)], group: &str) -> Res
         .map_err(Error::Kafka)
 }
 
-/// Re-publishes a dead letter to its original topic with its original key and headers, marked
-/// with where it came from, and waits for the broker's acknowledgement.
+/// Where a dead letter may go back to, and how it is signed on the way.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    /// Only these topics (the synced ones) take a redriven record: a dead letter's headers are
+    /// whatever its record carried, and naming another topic must not make redrive write there.
+    pub allowed_topics: Vec<String>,
+    /// Signs a record that carries no signature, or whose signature failed, when the operator
+    /// vouches for it (`--vouch`); `None` when not vouching.
+    pub vouch: Option<clerk_sync_kafka::provenance::RecordSigner>,
+}
+
+/// Why a dead letter was not redriven.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Its original topic is not one of the synced topics.
+    ForeignTopic,
+    /// Nobody signed it (or its signature failed), and the operator did not vouch for it.
+    Unsigned,
+}
+
+impl Refusal {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::ForeignTopic => "its original topic is not a synced topic",
+            Refusal::Unsigned => "it is not signed (check it, then redrive it with --vouch)",
+        }
+    }
+}
+
+/// What redriving `letter` would do: its destination, or why it is refused.
+pub fn destination(letter: &DeadLetter, to: &Destination) -> std::result::Result<String, Refusal> {
+    let topic = letter.header(header::ORIGINAL_TOPIC).unwrap_or_default();
+    if !to.allowed_topics.contains(&topic) {
+        return Err(Refusal::ForeignTopic);
+    }
+    if needs_vouching(letter) && to.vouch.is_none() {
+        return Err(Refusal::Unsigned);
+    }
+    Ok(topic)
+}
+
+/// A letter dead-lettered for its signature, or carrying none, would only be refused again.
+fn needs_vouching(letter: &DeadLetter) -> bool {
+    let signed = letter.original_headers().any(|(k, _)| {
+        k == clerk_sync_core::record_header::SIGNATURE
+            || k == clerk_sync_core::record_header::OWN_SIGNATURE
+    });
+    !signed
+        || letter.header(header::ERROR_KIND).as_deref() == Some(crate::ErrorKind::Unsigned.as_str())
+}
+
+/// Re-publishes a dead letter to its original topic (one of `to`'s) with its original key and
+/// headers, marked with where it came from, and waits for the broker's acknowledgement. A letter
+/// that needs vouching is signed with the project's key instead of its own signatures.
 pub async fn republish(
     producer: &FutureProducer,
     dlq_topic: &str,
     letter: &DeadLetter,
+    to: &Destination,
 ) -> Result<String> {
-    let Some(topic) = letter.header(header::ORIGINAL_TOPIC) else {
-        return Err(Error::DeadLetterTopic(format!(
-            "dead letter {}:{} has no {} header",
+    let topic = destination(letter, to).map_err(|refusal| {
+        Error::DeadLetterTopic(format!(
+            "dead letter {}:{} not redriven: {}",
             letter.partition,
             letter.offset,
-            header::ORIGINAL_TOPIC
-        )));
-    };
+            refusal.as_str()
+        ))
+    })?;
+    use clerk_sync_core::record_header::{EVENT_ID, EVENT_TYPE, OWN_SIGNATURE, SIGNATURE};
+    let vouched = needs_vouching(letter)
+        .then_some(to.vouch.as_ref())
+        .flatten();
     let mut headers = OwnedHeaders::new();
     for (key, value) in letter.original_headers() {
-        if key != header::REDRIVEN_FROM {
+        let replaced = vouched.is_some() && (key == SIGNATURE || key == OWN_SIGNATURE);
+        if key != header::REDRIVEN_FROM && !replaced {
             headers = headers.insert(Header {
                 key,
                 value: value.as_deref(),
             });
         }
+    }
+    if let Some(signer) = vouched {
+        // The id and type the worker will read: the record's own, or added here (the worker
+        // would otherwise name it by its new coordinates, which the signature cannot know).
+        let id = letter.header(EVENT_ID).unwrap_or_else(|| {
+            format!(
+                "kafka:{topic}:{}:{}",
+                letter
+                    .header(header::ORIGINAL_PARTITION)
+                    .unwrap_or_default(),
+                letter.header(header::ORIGINAL_OFFSET).unwrap_or_default()
+            )
+        });
+        let body = letter.value.as_deref().unwrap_or_default();
+        let event_type = letter.header(EVENT_TYPE).unwrap_or_else(|| {
+            clerk_sync_core::Envelope::parse(body)
+                .map(|e| e.event_type)
+                .unwrap_or_default()
+        });
+        let signature = signer.sign(&id, &event_type, body);
+        for (key, value) in [(EVENT_ID, &id), (EVENT_TYPE, &event_type)] {
+            if letter.header(key).is_none() {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+        }
+        headers = headers.insert(Header {
+            key: OWN_SIGNATURE,
+            value: Some(&signature),
+        });
     }
     let from = format!("{dlq_topic}:{}:{}", letter.partition, letter.offset);
     headers = headers.insert(Header {
@@ -170,14 +261,18 @@ pub struct Redrive {
     pub group: String,
     pub only: Option<(i32, i64)>,
     pub dry_run: bool,
+    pub to: Destination,
 }
 
-/// A dead letter redriven (or that would be, in a dry run).
+/// A dead letter redriven (or that would be, in a dry run), or refused.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Redriven {
     pub partition: i32,
     pub offset: i64,
     pub original_topic: String,
+    /// Why it was not produced anywhere; `None` when it was (or would be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
 }
 
 /// Re-publishes the dead letters `redrive` selects to their original topics; `on_each` after
@@ -202,8 +297,13 @@ pub async fn redrive(
             .only
             .is_none_or(|(p, o)| l.partition == p && l.offset == o)
     }) {
+        // A refused letter is passed like a redriven one (the group's position moves past it):
+        // it is reported, and `--only` still reaches it.
+        let refused = destination(letter, &redrive.to).err();
         if !redrive.dry_run {
-            republish(&producer, &redrive.topic, letter).await?;
+            if refused.is_none() {
+                republish(&producer, &redrive.topic, letter, &redrive.to).await?;
+            }
             if redrive.only.is_none() {
                 commit_past(&consumer, &redrive.topic, letter)?;
             }
@@ -212,6 +312,7 @@ pub async fn redrive(
             partition: letter.partition,
             offset: letter.offset,
             original_topic: letter.header(header::ORIGINAL_TOPIC).unwrap_or_default(),
+            refused,
         };
         on_each(&redriven);
         done.push(redriven);
@@ -228,7 +329,7 @@ pub fn committed(consumer: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, i
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
         tpl.add_partition(topic, p.id());
     }
-    let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
+    let committed = crate::watermarks::committed_offsets(consumer, &tpl, TIMEOUT)?;
     Ok(committed
         .elements()
         .iter()
@@ -323,28 +424,30 @@ pub fn letter_json(topic: &str, letter: &DeadLetter, personal_data: bool) -> Val
     })
 }
 
-/// Keys whose values are personal data in Clerk payloads.
-const PERSONAL: &[&str] = &[
-    "email_address",
-    "first_name",
-    "last_name",
-    "username",
-    "identifier",
-    "name",
-    "phone_number",
-    "image_url",
-    "profile_image_url",
-    "public_metadata",
-    "private_metadata",
-    "unsafe_metadata",
-    "client_ip",
-    "user_agent",
-    "external_id",
-    "web3_wallet",
+/// What a redacted body keeps: ids, types, times and roles — nothing an end user typed, and no
+/// key an end user named (metadata keys are theirs). An allow-list, so a field Clerk adds
+/// tomorrow is hidden until someone decides it may be shown.
+const SHOWN: &[&str] = &[
+    "id",
+    "object",
+    "type",
+    "timestamp",
+    "created_at",
+    "updated_at",
+    "deleted",
+    "role",
+    "permissions",
+    "user_id",
+    "organization_id",
+    "primary_email_address_id",
+    "instance_id",
 ];
 
-/// Replaces personal data in a JSON body with `"[redacted]"`; a body that is not JSON is shown by
-/// its size only.
+/// Objects whose allowed fields are shown (everything else is replaced whole).
+const OPENED: &[&str] = &["data", "organization", "public_user_data"];
+
+/// Keeps only the allowed fields of a JSON body, everything else `"[redacted]"`; a body that is
+/// not JSON is shown by its size only.
 pub fn redacted_body(body: Option<&[u8]>) -> String {
     let Some(body) = body else {
         return "<no value>".to_owned();
@@ -359,18 +462,18 @@ pub fn redacted_body(body: Option<&[u8]>) -> String {
 }
 
 fn redact(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                if PERSONAL.contains(&key.as_str()) && !v.is_null() {
-                    *v = Value::String("[redacted]".to_owned());
-                } else {
-                    redact(v);
-                }
-            }
+    let Value::Object(map) = value else {
+        *value = Value::String("[redacted]".to_owned());
+        return;
+    };
+    for (key, v) in map.iter_mut() {
+        if OPENED.contains(&key.as_str()) && v.is_object() {
+            redact(v);
+        } else if v.is_null() || (SHOWN.contains(&key.as_str()) && !v.is_object()) {
+            // Shown as it is (a null says nothing either).
+        } else {
+            *v = Value::String("[redacted]".to_owned());
         }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
     }
 }
 
@@ -387,5 +490,19 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("user_1"));
+    }
+
+    #[test]
+    fn a_field_not_on_the_allow_list_is_hidden_whole_keys_included() {
+        let body = br#"{"type":"user.updated","data":{"id":"user_1","role":"org:admin","nickname":"Ally","public_metadata":{"ssn-123-45":"x"},"created_at":1}}"#;
+        let shown = redacted_body(Some(body));
+        assert!(
+            !shown.contains("Ally") && !shown.contains("ssn-123-45"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("org:admin") && shown.contains("user.updated"),
+            "{shown}"
+        );
     }
 }
