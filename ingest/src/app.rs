@@ -113,9 +113,14 @@ impl Ingest {
         })
     }
 
-    /// The routes, for serving or for driving in-process.
+    /// The webhook route, for serving or for driving in-process.
     pub fn router(&self) -> Router {
         router(self.state.clone())
+    }
+
+    /// The operational routes (health, readiness, metrics), served on a listener of their own.
+    pub fn ops_router(&self) -> Router {
+        crate::routes::ops_router(self.state.clone())
     }
 
     /// What `/readyz` answers until the next background check ([`Ingest::serve`] runs it).
@@ -135,8 +140,9 @@ impl Ingest {
     pub async fn serve(
         self,
         listener: TcpListener,
+        ops_listener: TcpListener,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
-        crate::serve(listener, self.state, cancel).await
+        crate::serve(listener, ops_listener, self.state, cancel).await
     }
 }

@@ -36,14 +36,12 @@ pub(crate) struct AppState {
     pub metrics: IngestMetrics,
 }
 
-/// `POST /webhooks/clerk`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+/// The webhook listener's one route, `POST /webhooks/clerk`: an Ingress in front of it exposes
+/// nothing else (the operational endpoints have a listener of their own, [`ops_router`]).
 pub(crate) fn router(state: AppState) -> Router {
     let limit = state.body_limit;
     Router::new()
         .route("/webhooks/clerk", post(receive))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(|| async {
             (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such endpoint; webhooks go to POST /webhooks/clerk"})))
         })
@@ -51,6 +49,21 @@ pub(crate) fn router(state: AppState) -> Router {
             (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": "method_not_allowed", "message": "use POST for /webhooks/clerk"})))
         })
         .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The operational listener (`OPS_LISTEN_ADDR`): `GET /healthz` and `/livez` (alive),
+/// `/readyz` (from the last background check), `/metrics`.
+pub(crate) fn ops_router(state: AppState) -> Router {
+    let alive = || async { Json(json!({"status": "ok"})) };
+    Router::new()
+        .route("/healthz", get(alive))
+        .route("/livez", get(alive))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "this listener serves /healthz, /livez, /readyz and /metrics; webhooks go to LISTEN_ADDR"})))
+        })
         .with_state(state)
 }
 

@@ -51,6 +51,7 @@ impl ServeLimits {
 /// Broker readiness is refreshed in the background, so `/readyz` costs no broker round trip.
 pub(crate) async fn serve(
     listener: TcpListener,
+    ops_listener: TcpListener,
     state: AppState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
@@ -60,7 +61,23 @@ pub(crate) async fn serve(
         max_connections: state.max_connections,
     };
     let readiness = tokio::spawn(refresh_readiness(state.clone(), cancel.child_token()));
+    // Probes and scrapes keep answering until the webhook listener has drained.
+    let ops_cancel = CancellationToken::new();
+    // As many connections as the webhook listener takes: a flood of probes is answered from the
+    // kept state, not refused.
+    let ops_limits = ServeLimits {
+        header_timeout: Duration::from_secs(10),
+        max_connections: state.max_connections,
+    };
+    let ops = tokio::spawn(serve_router(
+        ops_listener,
+        crate::routes::ops_router(state.clone()),
+        ops_limits,
+        ops_cancel.clone(),
+    ));
     serve_router(listener, router(state), limits, cancel).await;
+    ops_cancel.cancel();
+    let _ = ops.await;
     readiness.abort();
     if let Err(e) = publisher.flush(Duration::from_secs(10)).await {
         warn!(error = %error_chain(&e), "producer flush at shutdown failed");

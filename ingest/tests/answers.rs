@@ -193,7 +193,8 @@ async fn gauge(router: &Router, name: &str) -> u64 {
 #[tokio::test]
 async fn a_signed_user_event_is_published_under_its_user_and_answered_200_accepted() {
     let fake = Fake::new(Broker::Acks);
-    let router = ingest(config(), &fake).router();
+    let app = ingest(config(), &fake);
+    let (router, ops) = (app.router(), app.ops_router());
     let (status, body) = answer(&router, signed("msg_1", &event("user.created"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"status": "accepted"}));
@@ -205,26 +206,28 @@ async fn a_signed_user_event_is_published_under_its_user_and_answered_200_accept
             "msg_1".to_owned()
         )]
     );
-    assert_eq!(metric(&router, "accepted").await, 1);
+    assert_eq!(metric(&ops, "accepted").await, 1);
 }
 
 #[tokio::test]
 async fn an_event_type_the_sync_does_not_mirror_is_answered_200_ignored_and_not_published() {
     let fake = Fake::new(Broker::Acks);
-    let router = ingest(config(), &fake).router();
+    let app = ingest(config(), &fake);
+    let (router, ops) = (app.router(), app.ops_router());
     let (status, body) = answer(&router, signed("msg_1", &event("session.created"))).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"status": "ignored_type"}))
     );
     assert!(fake.published().is_empty());
-    assert_eq!(metric(&router, "ignored_type").await, 1);
+    assert_eq!(metric(&ops, "ignored_type").await, 1);
 }
 
 #[tokio::test]
 async fn unsigned_wrongly_signed_and_stale_deliveries_are_401_with_a_reason_and_never_published() {
     let fake = Fake::new(Broker::Acks);
-    let router = ingest(config(), &fake).router();
+    let app = ingest(config(), &fake);
+    let (router, ops) = (app.router(), app.ops_router());
     let body = event("user.created");
 
     let unsigned = Request::post("/webhooks/clerk")
@@ -245,14 +248,15 @@ async fn unsigned_wrongly_signed_and_stale_deliveries_are_401_with_a_reason_and_
     assert_eq!(reason["error"], "stale_timestamp");
 
     assert!(fake.published().is_empty());
-    assert_eq!(metric(&router, "bad_signature").await, 2);
-    assert_eq!(metric(&router, "stale").await, 1);
+    assert_eq!(metric(&ops, "bad_signature").await, 2);
+    assert_eq!(metric(&ops, "stale").await, 1);
 }
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_whether_announced_or_streamed() {
     let fake = Fake::new(Broker::Acks);
-    let router = ingest(config(), &fake).router();
+    let app = ingest(config(), &fake);
+    let (router, ops) = (app.router(), app.ops_router());
     let big = vec![b' '; 5000];
     let (status, reason) = answer(&router, signed("msg_1", &big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -264,7 +268,7 @@ async fn a_body_over_the_limit_is_413_whether_announced_or_streamed() {
         .insert("expect", "100-continue".parse().expect("header"));
     let (status, _) = answer(&router, announced).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(metric(&router, "too_large").await, 2);
+    assert_eq!(metric(&ops, "too_large").await, 2);
 }
 
 #[tokio::test]
@@ -283,7 +287,8 @@ async fn a_signed_body_that_is_not_a_clerk_event_is_400_with_the_reason() {
 #[tokio::test]
 async fn a_broker_that_does_not_acknowledge_is_503_with_retry_after() {
     let fake = Fake::new(Broker::Fails);
-    let router = ingest(config(), &fake).router();
+    let app = ingest(config(), &fake);
+    let (router, ops) = (app.router(), app.ops_router());
     let response = router
         .clone()
         .oneshot(signed("msg_1", &event("user.created")))
@@ -291,32 +296,32 @@ async fn a_broker_that_does_not_acknowledge_is_503_with_retry_after() {
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["retry-after"], "5");
-    assert_eq!(metric(&router, "unavailable").await, 1);
+    assert_eq!(metric(&ops, "unavailable").await, 1);
 }
 
 #[tokio::test]
 async fn requests_beyond_max_in_flight_are_503_overloaded_at_once_and_the_held_one_completes() {
     let fake = Fake::new(Broker::Hangs);
-    let router = ingest(
+    let app = ingest(
         IngestConfig {
             max_in_flight: 1,
             ..config()
         },
         &fake,
-    )
-    .router();
+    );
+    let (router, ops) = (app.router(), app.ops_router());
     let held = tokio::spawn({
         let router = router.clone();
         async move { answer(&router, signed("msg_1", &event("user.created"))).await }
     });
     // The first request holds the only slot while it waits on the broker.
-    while gauge(&router, "clerk_sync_ingest_in_flight_requests").await == 0 {
+    while gauge(&ops, "clerk_sync_ingest_in_flight_requests").await == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (status, reason) = answer(&router, signed("msg_2", &event("user.created"))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reason["error"], "overloaded");
-    assert_eq!(metric(&router, "overloaded").await, 1);
+    assert_eq!(metric(&ops, "overloaded").await, 1);
     fake.release.notify_one();
     let (status, _) = held.await.expect("joined");
     assert_eq!(status, StatusCode::OK);
@@ -345,14 +350,14 @@ impl axum::body::HttpBody for Stalled {
 #[tokio::test]
 async fn a_body_that_never_arrives_is_408_within_the_request_timeout() {
     let fake = Fake::new(Broker::Acks);
-    let router = ingest(
+    let app = ingest(
         IngestConfig {
             request_timeout: Duration::from_millis(200),
             ..config()
         },
         &fake,
-    )
-    .router();
+    );
+    let (router, ops) = (app.router(), app.ops_router());
     let mut request = signed("msg_1", &event("user.created"));
     *request.body_mut() = Body::new(Stalled);
     let (status, reason) = tokio::time::timeout(Duration::from_secs(5), answer(&router, request))
@@ -360,22 +365,33 @@ async fn a_body_that_never_arrives_is_408_within_the_request_timeout() {
         .expect("answered within the timeout");
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
     assert_eq!(reason["error"], "request_timeout");
-    assert_eq!(metric(&router, "timeout").await, 1);
+    assert_eq!(metric(&ops, "timeout").await, 1);
 }
 
 #[tokio::test]
-async fn readyz_follows_the_brokers_last_check_and_other_paths_answer_json() {
+async fn readyz_follows_the_brokers_last_check_on_the_ops_listener_and_the_webhook_listener_serves_only_webhooks(
+) {
     let fake = Fake::new(Broker::Acks);
     let ingest = ingest(config(), &fake);
-    let router = ingest.router();
+    let (router, ops) = (ingest.router(), ingest.ops_router());
     let get = |path: &str| Request::get(path).body(Body::empty()).expect("req");
-    let (status, body) = answer(&router, get("/readyz")).await;
+    let (status, body) = answer(&ops, get("/readyz")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["ready"], false);
     ingest.set_broker_ready(true);
-    let (status, body) = answer(&router, get("/readyz")).await;
+    let (status, body) = answer(&ops, get("/readyz")).await;
     assert_eq!((status, &body["ready"]), (StatusCode::OK, &json!(true)));
-    assert_eq!(answer(&router, get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(answer(&ops, get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(answer(&ops, get("/livez")).await.0, StatusCode::OK);
+    // The webhook listener serves webhooks only: an Ingress in front of it exposes nothing else.
+    for path in ["/metrics", "/readyz", "/healthz", "/livez"] {
+        let (status, body) = answer(&router, get(path)).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (StatusCode::NOT_FOUND, &json!("not_found")),
+            "{path} on the webhook listener"
+        );
+    }
     let (status, body) = answer(&router, get("/nowhere")).await;
     assert_eq!(
         (status, &body["error"]),

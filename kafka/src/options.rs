@@ -117,6 +117,27 @@ const GUARANTEES: &[(&[&str], &str)] = &[
 ];
 
 /// Refuses a `KAFKA_OPTIONS` property the guarantees rest on, naming it and why.
+/// Whether librdkafka takes every property, said without quoting a value: a value may be a
+/// secret, or part of one cut at a comma (librdkafka's own message quotes it).
+pub fn check(options: &[(String, String)]) -> Result<(), String> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaConfRes;
+    let mut config = ClientConfig::new();
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, _, key, _)) => Err(
+            format!("KAFKA_OPTIONS: `{key}` is not a librdkafka property"),
+        ),
+        Err(KafkaError::ClientConfig(_, _, key, _)) => Err(format!(
+            "KAFKA_OPTIONS: librdkafka refuses the value of `{key}` (not shown: it may be a secret; see librdkafka's CONFIGURATION.md for what it takes)"
+        )),
+        Err(_) => Err("KAFKA_OPTIONS: librdkafka refuses these properties".to_owned()),
+    }
+}
+
 pub fn refuse_guarantee_breaker(key: &str) -> Result<(), String> {
     let key = key.trim();
     match GUARANTEES.iter().find(|(keys, _)| keys.contains(&key)) {
@@ -125,16 +146,26 @@ pub fn refuse_guarantee_breaker(key: &str) -> Result<(), String> {
     }
 }
 
-/// Whether librdkafka treats a property as a secret (CONFIGURATION.md marks them `*`):
-/// passwords, private keys and client secrets. Their values are shown as `[redacted]`.
+/// Whether a property's value must never be shown: every property librdkafka 2.12 flags
+/// `_RK_SENSITIVE` in `rdkafka_conf.c` (passwords, private keys and where they are, client
+/// secrets, the SASL user name), and any `*.password`, `*.passphrase` or `*.secret` besides.
+/// Their values are shown as `[redacted]`.
 pub fn is_secret(key: &str) -> bool {
     let key = key.trim();
     key.ends_with(".password")
         || key.ends_with(".passphrase")
         || key.ends_with(".secret")
+        || key.starts_with("sasl.oauthbearer.assertion.private.key.")
         || matches!(
             key,
-            "ssl.key.pem" | "ssl_key" | "sasl.oauthbearer.config" | "ssl.keystore.location"
+            "ssl.key.pem"
+                | "ssl.key.location"
+                | "ssl_key"
+                | "ssl.ca.pem"
+                | "sasl.username"
+                | "sasl.oauthbearer.config"
+                | "sasl.oauthbearer.client.secret"
+                | "ssl.keystore.location"
         )
 }
 
@@ -258,16 +289,42 @@ mod tests {
             ("ssl.key.password", "k3y"),
             ("sasl.oauthbearer.client.secret", "oidc"),
             ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+            (
+                "sasl.oauthbearer.assertion.private.key.pem",
+                "-----BEGIN EC PRIVATE KEY-----",
+            ),
+            (
+                "sasl.oauthbearer.assertion.private.key.passphrase",
+                "pass-phrase",
+            ),
             ("security.protocol", "SASL_SSL"),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
         let shown = format!("{:?}", KafkaOptions::new(options.clone()));
-        for secret in ["hunter2", "k3y", "oidc", "PRIVATE KEY"] {
+        for secret in ["hunter2", "k3y", "oidc", "PRIVATE KEY", "pass-phrase"] {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("security.protocol=SASL_SSL"), "{shown}");
+    }
+
+    #[test]
+    fn a_refused_value_is_named_by_its_key_never_quoted() {
+        let bad = |k: &str, v: &str| check(&[(k.to_owned(), v.to_owned())]).expect_err("refused");
+        let e = bad("security.protocol", "PLAINTEXT,hunter2");
+        assert!(
+            e.contains("`security.protocol`") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = bad("linger.ms", "hunter2");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = bad("linger.msec", "5");
+        assert!(
+            e.contains("`linger.msec` is not a librdkafka property"),
+            "{e}"
+        );
+        assert!(check(&[("linger.ms".to_owned(), "5".to_owned())]).is_ok());
     }
 
     #[test]

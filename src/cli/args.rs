@@ -66,10 +66,17 @@ impl KafkaArgs {
         clerk_sync_kafka::options::KafkaOptions::new(options)
     }
 
+    /// Fails, in one line naming the property and never its value, when librdkafka refuses a
+    /// property of `KAFKA_OPTIONS`.
+    pub fn check_options(&self) -> Result<()> {
+        clerk_sync_kafka::options::check(&self.options()).map_err(anyhow::Error::msg)
+    }
+
     /// Fails, in one line naming the settings, when the brokers refuse these credentials or
     /// this TLS configuration; a broker that does not answer at all is left to the command's
     /// own retries and readiness (the environment, not the configuration).
     pub async fn check_admitted(&self) -> Result<()> {
+        self.check_options()?;
         let (brokers, options) = (self.brokers.clone(), self.options());
         let refusal = tokio::task::spawn_blocking(move || {
             clerk_sync_kafka::refusal(&brokers, &options, Duration::from_secs(5))
@@ -281,9 +288,13 @@ impl DatabaseArgs {
 /// `clerk-sync ingest`.
 #[derive(Clone, Debug, Args)]
 pub struct IngestArgs {
-    /// HTTP address to listen on.
+    /// HTTP address for webhooks (POST /webhooks/clerk, nothing else).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// HTTP address for /healthz, /livez, /readyz and /metrics, kept off the webhook port so
+    /// that exposing webhooks exposes nothing else.
+    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9091")]
+    pub ops_listen: SocketAddr,
     /// Clerk's signing secret(s) (whsec_…); several, separated by spaces or commas, during rotation.
     #[arg(
         long = "webhook-secret",

@@ -181,6 +181,8 @@ async fn start_ingest(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let ingest_args = IngestArgs {
         listen: args.listen,
+        // Health and metrics of dev's ingest: on a port of their own, not advertised.
+        ops_listen: "127.0.0.1:0".parse()?,
         webhook_secret: Some(secret.clone()),
         webhook_tolerance_secs: 300,
         webhook_body_limit: 256 * 1024,
@@ -199,7 +201,11 @@ async fn start_ingest(
         )
     })?;
     let addr = listener.local_addr()?;
-    Ok((addr, tokio::spawn(ingest.serve(listener, cancel.clone()))))
+    let ops_listener = TcpListener::bind(ingest_args.ops_listen).await?;
+    Ok((
+        addr,
+        tokio::spawn(ingest.serve(listener, ops_listener, cancel.clone())),
+    ))
 }
 
 fn start_worker(

@@ -38,13 +38,17 @@ pub fn build(args: &IngestArgs) -> Result<Ingest> {
 }
 
 pub async fn run(args: IngestArgs, cancel: CancellationToken) -> Result<()> {
+    args.kafka.check_options()?;
     let ingest = build(&args)?;
     args.kafka.check_admitted().await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("LISTEN_ADDR: cannot listen on {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "ingest listening on /webhooks/clerk");
-    ingest.serve(listener, cancel).await?;
+    let ops_listener = TcpListener::bind(args.ops_listen)
+        .await
+        .with_context(|| format!("OPS_LISTEN_ADDR: cannot listen on {}", args.ops_listen))?;
+    tracing::info!(addr = %listener.local_addr()?, ops = %ops_listener.local_addr()?, "ingest listening on /webhooks/clerk");
+    ingest.serve(listener, ops_listener, cancel).await?;
     tracing::info!("ingest stopped");
     Ok(())
 }

@@ -183,7 +183,7 @@ async fn hostile_requests_are_rejected_and_nothing_is_published() -> anyhow::Res
         "method_not_allowed"
     );
     let wrong_path = client
-        .post(format!("{}/webhooks/other", ingest.base))
+        .post(format!("{}/webhooks/other", ingest.webhook_base))
         .send()
         .await?;
     assert_eq!(wrong_path.status(), StatusCode::NOT_FOUND);
@@ -191,9 +191,23 @@ async fn hostile_requests_are_rejected_and_nothing_is_published() -> anyhow::Res
         wrong_path.json::<serde_json::Value>().await?["error"],
         "not_found"
     );
+    // The webhook port serves webhooks only: metrics and health are on OPS_LISTEN_ADDR.
+    for path in ["/metrics", "/readyz", "/healthz", "/livez"] {
+        let answer = client
+            .get(format!("{}{path}", ingest.webhook_base))
+            .send()
+            .await?;
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND, "{path}");
+        let ops = client.get(format!("{}{path}", ingest.base)).send().await?;
+        assert!(
+            ops.status().is_success(),
+            "{path} on the ops port: {}",
+            ops.status()
+        );
+    }
 
     // What a client library will not send: lying Content-Length, chunked over the limit, huge headers.
-    let addr = ingest.base.trim_start_matches("http://").to_owned();
+    let addr = ingest.webhook_base.trim_start_matches("http://").to_owned();
     let signature = sign(TEST_SECRET, "msg_raw", ts, &body);
     let head = |extra: &str| {
         format!("POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\nsvix-id: msg_raw\r\nsvix-timestamp: {ts}\r\nsvix-signature: {signature}\r\n{extra}")
@@ -321,7 +335,7 @@ async fn unauthenticated_clients_hold_no_slot_and_end_user_input_of_any_shape_is
     .await?;
     let _worker = WorkerProcess::start(&db, &kafka).await?;
     let url = ingest.webhook_url();
-    let addr = ingest.base.trim_start_matches("http://").to_owned();
+    let addr = ingest.webhook_base.trim_start_matches("http://").to_owned();
     let client = reqwest::Client::new();
     let body = fixture("user.created.json");
     let ts = now();

@@ -117,8 +117,15 @@ fn compose_sets_only_settings_the_binary_accepts_and_every_required_one() {
             .collect();
         check(&format!("compose service {name:?}"), &command, &env);
         roles.insert(command[0].clone());
-        // Health checks probe the address the service listens on.
-        if let Some(listen) = service["environment"]["LISTEN_ADDR"].as_str() {
+        // Health checks probe the address the service serves health on (ingest: its ops
+        // listener; the worker: its one listener).
+        let health = &service["environment"]["OPS_LISTEN_ADDR"];
+        let health = if health.is_null() {
+            &service["environment"]["LISTEN_ADDR"]
+        } else {
+            health
+        };
+        if let Some(listen) = health.as_str() {
             let port = listen.rsplit(':').next().expect("port");
             let test = strings(&service["healthcheck"]["test"]).join(" ");
             assert!(
@@ -134,9 +141,21 @@ fn compose_sets_only_settings_the_binary_accepts_and_every_required_one() {
             .into_iter()
             .collect()
     );
-    // Prometheus scrapes the ports the services listen on.
+    // Prometheus scrapes the ports the services serve metrics on (ingest: its ops listener,
+    // never the webhook port).
     let scrape = repo_file("deploy/prometheus/prometheus.yml");
-    assert!(scrape.contains("ingest:8080") && scrape.contains("worker:9090"));
+    let ops_port = services["ingest"]["environment"]["OPS_LISTEN_ADDR"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .expect("ingest's OPS_LISTEN_ADDR");
+    assert!(
+        scrape.contains(&format!("ingest:{ops_port}")) && scrape.contains("worker:9090"),
+        "{scrape}"
+    );
+    assert!(
+        !scrape.contains("ingest:8080"),
+        "metrics are not on the webhook port"
+    );
     assert!(
         scrape.contains("pushgateway:9091"),
         "the drift check's Pushgateway"
@@ -227,23 +246,43 @@ fn kubernetes_manifests_are_complete_and_match_the_binary() {
             }
             check(file, &args, &env);
             if kind == "Deployment" {
-                let port = container["ports"][0]["containerPort"]
-                    .as_u64()
-                    .expect("port");
+                // The probes name a container port; the variable that port's listener reads
+                // must agree, and metrics are scraped there too.
+                let named = container["readinessProbe"]["httpGet"]["port"]
+                    .as_str()
+                    .expect("a named probe port");
+                assert_eq!(
+                    container["livenessProbe"]["httpGet"]["port"].as_str(),
+                    Some(named),
+                    "{file}: both probes on one port"
+                );
+                let port = container["ports"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["name"] == named)
+                    .and_then(|p| p["containerPort"].as_u64())
+                    .expect("the probes' port");
+                let variable = if named == "ops" {
+                    "OPS_LISTEN_ADDR"
+                } else {
+                    "LISTEN_ADDR"
+                };
                 let listen = container["env"]
                     .as_sequence()
                     .into_iter()
                     .flatten()
-                    .find(|e| e["name"] == "LISTEN_ADDR")
+                    .find(|e| e["name"] == variable)
                     .and_then(|e| e["value"].as_str())
-                    .expect("LISTEN_ADDR");
+                    .expect("the probes' listener");
                 assert!(
                     listen.ends_with(&format!(":{port}")),
-                    "{file}: listens on {listen}, port {port}"
+                    "{file}: {variable} is {listen}, the probes' port {port}"
                 );
-                assert_eq!(
-                    container["livenessProbe"]["httpGet"]["path"], "/healthz",
-                    "{file}"
+                let liveness = container["livenessProbe"]["httpGet"]["path"].as_str();
+                assert!(
+                    matches!(liveness, Some("/healthz" | "/livez")),
+                    "{file}: liveness on {liveness:?}"
                 );
                 assert_eq!(
                     container["readinessProbe"]["httpGet"]["path"], "/readyz",
@@ -370,7 +409,7 @@ async fn the_probe_and_metrics_paths_the_manifests_use_are_served() -> anyhow::R
     let ingest = Ingest::start(&kafka, &[]).await?;
     let worker = WorkerProcess::start(&db, &kafka).await?;
     for base in [&ingest.base, &worker.base] {
-        for path in ["/healthz", "/readyz", "/metrics"] {
+        for path in ["/healthz", "/livez", "/readyz", "/metrics"] {
             // Readiness may take a moment after start (the broker's first answer, the
             // dead-letter topic's check): served is what this test asks, ready soon after.
             crate::harness::eventually(

@@ -455,12 +455,12 @@ async fn ingest_finishes_in_flight_requests_on_sigterm_then_exits_cleanly() -> a
         .send(),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let base = ingest.base.clone();
+    let url = ingest.webhook_url();
     let terminated = tokio::spawn(ingest.terminate());
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Shutting down: no new requests are taken.
     assert!(
-        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        reqwest::Client::new().post(&url).send().await.is_err(),
         "stopped accepting"
     );
     kafka.broker().resume_node(1)?;

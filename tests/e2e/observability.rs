@@ -298,7 +298,7 @@ async fn a_request_cut_off_by_the_timeout_is_counted_and_leaves_nothing_in_fligh
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let kafka = TestKafka::new().await?;
     let ingest = Ingest::start(&kafka, &[("REQUEST_TIMEOUT_MS", "1000")]).await?;
-    let addr = ingest.base.trim_start_matches("http://").to_owned();
+    let addr = ingest.webhook_base.trim_start_matches("http://").to_owned();
     // A body announced but never finished, under headers shaped as Svix's (they are checked
     // before the body is read; the signature only once it is).
     let now = std::time::SystemTime::now()

@@ -297,3 +297,37 @@ async fn dev_names_a_configured_secret_and_database_without_printing_them_and_cr
     child.kill().await?;
     Ok(())
 }
+
+#[test]
+fn a_secret_cut_at_a_comma_in_kafka_options_never_appears_on_stderr() {
+    // Each is what an operator might write: a password holding a comma, a value put where a
+    // property goes, a property whose value librdkafka refuses (its own message quotes it).
+    for options in [
+        "security.protocol=PLAINTEXT,hunter2secret",
+        "hunter2secret,security.protocol=PLAINTEXT",
+        "linger.ms=5,=hunter2secret",
+        "linger.ms=hunter2secret",
+    ] {
+        for role in ["ingest", "worker", "lag"] {
+            let out = clerk_sync(
+                &[role],
+                &[
+                    ("CLERK_WEBHOOK_SECRET", TEST_SECRET),
+                    ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"),
+                    ("KAFKA_BROKERS", "127.0.0.1:1"),
+                    ("KAFKA_OPTIONS", options),
+                ],
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{role} started with {options}");
+            assert!(
+                err.contains("KAFKA_OPTIONS"),
+                "{role} with {options}: {err}"
+            );
+            assert!(
+                !err.contains("hunter2secret"),
+                "{role} with {options}: {err}"
+            );
+        }
+    }
+}

@@ -330,7 +330,9 @@ impl Worker {
     /// Refreshes the lag and freshness gauges every `lag_interval`, idle or not, until cancelled.
     async fn refresh_lag(&self, cancel: CancellationToken) {
         loop {
-            // Broker reachability for /readyz, through the consumer's own connections.
+            // Database and broker reachability for /readyz, which answers from them.
+            self.health.refresh_database().await;
+            // The broker's, through the consumer's own connections.
             let consumer = self.consumer.clone();
             let reachable = tokio::task::spawn_blocking(move || {
                 consumer

@@ -23,6 +23,9 @@ pub struct Health {
     waiting: Arc<Mutex<Option<String>>>,
     /// Whether the broker answered the last periodic check.
     broker: Arc<AtomicBool>,
+    /// Whether the database answered the last periodic check ([`Health::refresh_database`]):
+    /// `/readyz` reads this, so a flood of probes costs the database nothing.
+    database: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -34,7 +37,19 @@ impl Health {
             retry_reason: Arc::new(Mutex::new(None)),
             waiting: Arc::new(Mutex::new(None)),
             broker: Arc::new(AtomicBool::new(true)),
+            database: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Asks the database whether it answers (within 2 s) and keeps the answer for `/readyz`.
+    pub async fn refresh_database(&self) {
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&self.pool),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        self.database.store(answered, Ordering::Relaxed);
     }
 
     /// Marks the worker retrying a transient failure for `reason`, or no longer (`None`).
@@ -65,8 +80,9 @@ impl Health {
     }
 }
 
-/// `/healthz` (alive), `/readyz` (database reachable, schema current, not stuck retrying, with
-/// the reason when not ready) from `health`, and `/metrics` from `metrics`.
+/// `/healthz` and `/livez` (alive), `/readyz` (database and broker answered their last checks,
+/// schema current, not stuck retrying, with the reason when not ready; from cached state, never
+/// a query per request) from `health`, and `/metrics` from `metrics`.
 pub fn health_router(health: Health, metrics: WorkerMetrics) -> Router {
     let scrape = move || {
         let metrics = metrics.clone();
@@ -82,6 +98,7 @@ pub fn health_router(health: Health, metrics: WorkerMetrics) -> Router {
     };
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/livez", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
         .with_state(health)
@@ -92,7 +109,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
-    let database = sqlx::query("SELECT 1").execute(&health.pool).await.is_ok();
+    let database = health.database.load(Ordering::Relaxed);
     let retrying = health.is_retrying();
     let broker = health.broker.load(Ordering::Relaxed);
     let waiting = lock(&health.waiting).clone();

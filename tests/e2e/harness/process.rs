@@ -175,7 +175,10 @@ async fn spawn_healthy(make: impl Fn(u16) -> Result<Command>) -> Result<(Child, 
 pub struct Ingest {
     /// Killed when the test ends.
     pub child: Child,
+    /// The operational listener (`OPS_LISTEN_ADDR`): /healthz, /livez, /readyz, /metrics.
     pub base: String,
+    /// The webhook listener (`LISTEN_ADDR`): POST /webhooks/clerk only.
+    pub webhook_base: String,
 }
 
 impl Ingest {
@@ -198,11 +201,15 @@ impl Ingest {
         brokers: &str,
         extra: &[(&str, &str)],
     ) -> Result<Self> {
+        // Health is awaited on the ops port; the webhook port is chosen beside it.
+        let webhook_port = std::cell::Cell::new(0);
         let (child, base) = spawn_healthy(|port| {
+            webhook_port.set(free_port()?);
             let mut command = binary();
             command
                 .arg("ingest")
-                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
+                .env("OPS_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                .env("LISTEN_ADDR", format!("127.0.0.1:{}", webhook_port.get()));
             topic_env(&mut command, kafka);
             command
                 .env("KAFKA_BROKERS", brokers)
@@ -214,11 +221,16 @@ impl Ingest {
             Ok(command)
         })
         .await?;
-        Ok(Ingest { child, base })
+        let webhook_base = format!("http://127.0.0.1:{}", webhook_port.get());
+        Ok(Ingest {
+            child,
+            base,
+            webhook_base,
+        })
     }
 
     pub fn webhook_url(&self) -> String {
-        format!("{}/webhooks/clerk", self.base)
+        format!("{}/webhooks/clerk", self.webhook_base)
     }
 }
 
