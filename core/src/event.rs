@@ -287,3 +287,43 @@ fn membership(data: &Object<'_>) -> Result<Membership> {
         updated_at: Millis::from_clerk(data.required("updated_at")?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(body: serde_json::Value) -> (EventMeta, ClerkEvent) {
+        let id = EventId::parse("msg_1".to_owned()).expect("an id");
+        ClerkEvent::decode(id, body.to_string().as_bytes()).expect("decodes")
+    }
+
+    #[test]
+    fn the_newest_time_of_an_event_is_the_latest_it_would_write_into_a_version() {
+        let org = serde_json::json!({"id": "org_1", "object": "organization", "name": "A",
+            "created_at": 1, "updated_at": 9_000_000_000_000_i64});
+        let (meta, event) = decoded(serde_json::json!({
+            "type": "organizationMembership.updated", "timestamp": 1_754_560_800_000_i64,
+            "data": {"id": "orgmem_1", "role": "org:member", "created_at": 1,
+                "updated_at": 1_754_560_800_000_i64, "organization": org,
+                "public_user_data": {"user_id": "user_1"}}}));
+        // The embedded organization's far-future `updated_at` would version its stub.
+        assert_eq!(
+            event.newest_time(&meta).map(Millis::get),
+            Some(9_000_000_000_000)
+        );
+        let (meta, event) = decoded(serde_json::json!({
+            "type": "user.deleted", "timestamp": 1_754_560_800_000_i64,
+            "data": {"id": "user_1", "deleted": true}}));
+        assert_eq!(
+            event.newest_time(&meta).map(Millis::get),
+            Some(1_754_560_800_000)
+        );
+        let (meta, event) = decoded(serde_json::json!({
+            "type": "session.created", "timestamp": 9_999_999_999_999_i64, "data": {}}));
+        assert_eq!(
+            event.newest_time(&meta),
+            None,
+            "an ignored type writes nothing"
+        );
+    }
+}

@@ -22,6 +22,7 @@ mod route_body;
 mod routing;
 #[cfg(feature = "testkit")]
 pub mod routing_agreement;
+mod rows;
 mod secret;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -10,7 +10,7 @@ mod scan;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
-use crate::mirror::{Generation, MembershipRow, OrgRow, Rank, UserRow, Version};
+use crate::rows::{Generation, MembershipRow, OrgRow, Rank, UserRow, Version};
 use crate::{ClerkEvent, EventMeta, Membership, Millis, OrgId, Organization, UserId};
 use scan::{
     keep_earliest, keep_greater, keep_member, Best, Borrowed, Gone, Member, Table, UserSource,

@@ -5,7 +5,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::mirror::{Rank, Version};
+use crate::rows::{Rank, Version};
 use crate::{EventId, EventMeta, Membership, MembershipId, Millis, User, UserStub};
 
 /// A version while scanning: borrowed from the batch, nothing owned is built until the scan ends.
