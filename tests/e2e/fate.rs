@@ -11,7 +11,7 @@ use clerk_sync_worker::dead_letter::Failure;
 use clerk_sync_worker::fate::{settle, BoxFuture, DeadLetterSink, OffsetStore};
 use clerk_sync_worker::{Error, Health};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+use rdkafka::message::{OwnedMessage, Timestamp};
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -70,14 +70,10 @@ impl OffsetStore for Offsets {
 
 fn message(offset: i64, body: &str) -> OwnedMessage {
     let id = format!("msg_fate_{offset}");
-    let headers = crate::harness::kafka::signed_headers(&id, body.as_bytes())
-        .iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value),
-            })
-        });
+    let headers = crate::harness::kafka::owned_headers(&crate::harness::kafka::signed_headers(
+        &id,
+        body.as_bytes(),
+    ));
     OwnedMessage::new(
         Some(body.as_bytes().to_vec()),
         Some(b"user".to_vec()),

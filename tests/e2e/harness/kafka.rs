@@ -324,7 +324,8 @@ pub fn signed_headers_with(secret: &str, svix_id: &str, body: &[u8]) -> Vec<(Str
     headers
 }
 
-fn owned_headers(headers: &[(String, String)]) -> rdkafka::message::OwnedHeaders {
+/// `headers` as a record carries them.
+pub fn owned_headers(headers: &[(String, String)]) -> rdkafka::message::OwnedHeaders {
     use rdkafka::message::{Header, OwnedHeaders};
     headers.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
         h.insert(Header {

@@ -32,17 +32,12 @@ pub fn signed_post(
     svix_id: &str,
     body: &[u8],
 ) -> reqwest::RequestBuilder {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let signature = Webhook::new(secret)
-        .and_then(|w| w.sign(svix_id, now, body))
-        .expect("signing with a valid secret");
+    let (now, signature) =
+        svix_signature(secret, svix_id, body).expect("signing with a valid secret");
     client
         .post(url)
         .header("svix-id", svix_id)
-        .header("svix-timestamp", now.to_string())
+        .header("svix-timestamp", now)
         .header("svix-signature", signature)
         .header("content-type", "application/json")
         .body(body.to_vec())
