@@ -21,7 +21,7 @@ pub struct TopicSpec {
     pub configs: Vec<(&'static str, String)>,
 }
 
-/// What every topic gets: `partitions` and `replication`, `min.insync.replicas` of
+/// What every topic gets: `partitions` and `replication`, `cleanup.policy=delete`, `min.insync.replicas` of
 /// replication − 1 (at least 1, at most 2: an acks=all write then survives the loss of any one
 /// broker and still succeeds while one is down), `retention_ms` for the event topics when set,
 /// and `dlq_retention_ms` for the dead-letter topic.
@@ -35,7 +35,13 @@ pub fn plan(
 ) -> Vec<TopicSpec> {
     let min_insync = (replication - 1).clamp(1, 2).to_string();
     let spec = |name: &str, retention: Option<i64>| {
-        let mut configs = vec![("min.insync.replicas", min_insync.clone())];
+        // Time retention, set rather than left to the broker's log.cleanup.policy: a compacted
+        // log forgets what a deleted user or organization carried (a deletion event holds only
+        // the id), so a rebuild from it would differ (tests/e2e/compaction.rs).
+        let mut configs = vec![
+            ("cleanup.policy", "delete".to_owned()),
+            ("min.insync.replicas", min_insync.clone()),
+        ];
         if let Some(r) = retention {
             configs.push(("retention.ms", r.to_string()));
         }
@@ -248,11 +254,11 @@ mod tests {
         );
         assert_eq!(
             specs[0].to_string(),
-            "clerk.users (partitions 6, replication 3, min.insync.replicas=2, retention.ms=7)"
+            "clerk.users (partitions 6, replication 3, cleanup.policy=delete, min.insync.replicas=2, retention.ms=7)"
         );
         assert_eq!(
             specs[1].to_string(),
-            "clerk.dlq (partitions 6, replication 3, min.insync.replicas=2, retention.ms=2592000000)"
+            "clerk.dlq (partitions 6, replication 3, cleanup.policy=delete, min.insync.replicas=2, retention.ms=2592000000)"
         );
     }
 }

@@ -391,6 +391,7 @@ async fn topics_create_makes_what_it_was_asked_as_kafkas_own_tools_describe_it_a
             )
             .await?;
         assert!(configs.contains("min.insync.replicas=1"), "{configs}");
+        assert!(configs.contains("cleanup.policy=delete"), "{configs}");
         let retention = if *variable == "TOPIC_DLQ" {
             "retention.ms=2592000000"
         } else {

@@ -7,6 +7,7 @@ mod backfill;
 mod broker_restart;
 mod cli_reference;
 mod cluster_faults;
+mod compaction;
 mod compare;
 mod concurrent_batches;
 mod database_environment;
