@@ -171,6 +171,14 @@ async fn differences(
         }
         let configs =
             configs.map_err(|code| anyhow::anyhow!("describing {}: {code}", spec.name))?;
+        // Kafka describes every topic with all its settings; none at all is a principal
+        // without DescribeConfigs, not a topic whose settings differ.
+        if configs.entries.is_empty() {
+            bail!(
+                "the brokers show none of {}'s settings (grant this principal DescribeConfigs on it)",
+                spec.name
+            );
+        }
         let entries = configs.entry_map();
         for (key, wanted) in &spec.configs {
             let actual = entries.get(key).and_then(|e| e.value.as_deref());

@@ -32,7 +32,7 @@ fn membership() -> Value {
            "created_at": T, "updated_at": T})
 }
 
-async fn clerk_stand_in() -> MockServer {
+pub async fn clerk_stand_in() -> MockServer {
     let server = MockServer::start().await;
     let page = |resource: &str, offset: &str, body: Value| {
         Mock::given(method("GET"))

@@ -430,3 +430,89 @@ async fn the_probe_and_metrics_paths_the_manifests_use_are_served() -> anyhow::R
     assert!(probe.success());
     Ok(())
 }
+
+/// The Kafka security the example overlay ships is the one `tests/e2e/kafka_security.rs`
+/// proved: the README's SASL_SSL SCRAM options, and each Kafka role (ingest, worker, the drift
+/// check's backfill) its own SASL user, so each gets only its own row of `deploy/kafka/acls.sh`.
+#[test]
+fn the_example_overlay_uses_the_tested_sasl_settings_and_a_sasl_user_per_role_with_its_acls() {
+    let overlay = yaml("deploy/k8s/overlays/example/kustomization.yaml");
+    let literals: Vec<String> = overlay["configMapGenerator"]
+        .as_sequence()
+        .expect("configMapGenerator")
+        .iter()
+        .flat_map(|g| strings(&g["literals"]))
+        .collect();
+    let options = literals
+        .iter()
+        .find_map(|l| l.strip_prefix("KAFKA_OPTIONS="))
+        .expect("the overlay sets KAFKA_OPTIONS");
+    let readme = repo_file("README.md");
+    let tested = readme
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("KAFKA_OPTIONS=security.protocol=SASL_SSL")
+                .filter(|rest| rest.contains("SCRAM"))
+        })
+        .expect("the README's SASL_SSL SCRAM options");
+    // The overlay's managed brokers use a public CA: the README's line without ssl.ca.location.
+    assert!(
+        format!("security.protocol=SASL_SSL{tested}").starts_with(options),
+        "overlay KAFKA_OPTIONS {options} are not the README's tested ones"
+    );
+
+    let acls = repo_file("deploy/kafka/acls.sh");
+    let mut keys = BTreeSet::new();
+    for (kind, name, role) in [
+        ("Deployment", "clerk-sync-ingest", "ingest"),
+        ("Deployment", "clerk-sync-worker", "worker"),
+        ("CronJob", "clerk-sync-drift", "backfill"),
+    ] {
+        let patch = overlay["patches"]
+            .as_sequence()
+            .expect("patches")
+            .iter()
+            .find(|p| p["target"]["kind"] == kind && p["target"]["name"] == name)
+            .unwrap_or_else(|| panic!("no patch gives {name} its Kafka credentials"));
+        let ops: Value =
+            serde_norway::from_str(patch["patch"].as_str().expect("patch text")).expect("patch");
+        for variable in ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"] {
+            let key = ops
+                .as_sequence()
+                .expect("ops")
+                .iter()
+                .find(|op| op["value"]["name"] == variable)
+                .and_then(|op| op["value"]["valueFrom"]["secretKeyRef"]["key"].as_str())
+                .unwrap_or_else(|| panic!("{name} gets no {variable} from the Secret"));
+            assert!(
+                key.starts_with(&format!("kafka-{role}-")),
+                "{name}'s {variable} is {key}, not its role's own"
+            );
+            assert!(keys.insert(key.to_owned()), "{key} shared between roles");
+        }
+        assert!(
+            acls.lines().any(|l| l
+                .trim()
+                .strip_suffix(')')
+                .is_some_and(|pattern| pattern.split('|').any(|r| r.trim() == role))),
+            "deploy/kafka/acls.sh has no {role} role"
+        );
+    }
+    assert!(
+        readme.contains("deploy/kafka/acls.sh"),
+        "the README names the ACL script"
+    );
+}
+
+/// The compose file runs the Kafka version the tests run.
+#[test]
+fn compose_runs_the_apache_kafka_version_the_tests_run() {
+    let compose = yaml("deploy/compose.yaml");
+    let image = compose["services"]["kafka"]["image"]
+        .as_str()
+        .expect("kafka image");
+    assert_eq!(
+        image,
+        format!("apache/kafka:{}", clerk_sync::local::kafka::KAFKA_VERSION)
+    );
+}

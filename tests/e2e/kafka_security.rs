@@ -11,14 +11,17 @@ use clerk_sync::local::KafkaSettings;
 
 use crate::harness::tls::TestCa;
 use crate::harness::{
-    clerk_sync_expecting_exit, eventually, post_fixture, run_cli, Ingest, TestDb, TestKafka,
-    WorkerProcess,
+    clerk_sync_expecting_exit, cli_output, eventually, post_fixture, run_cli, Ingest, TestDb,
+    TestKafka, WorkerProcess,
 };
 
 const SASL: &str = "SASL";
 const MTLS: &str = "MTLS";
 const INGEST_PASSWORD: &str = "ingest-password-for-tests";
 const WORKER_PASSWORD: &str = "worker-password-for-tests";
+/// The operator commands' users (one each, so no command borrows another's ACLs).
+const OPERATOR_PASSWORD: &str = "operator-password-for-tests";
+const OPERATORS: [&str; 4] = ["topics-admin", "replayer", "dlq-operator", "backfiller"];
 /// The client certificate's subject: Kafka's principal for it is `User:CN=clerk-sync-worker`.
 const CLIENT_CN: &str = "clerk-sync-worker";
 
@@ -75,6 +78,11 @@ impl SecuredKafka {
             .format_arg(format!(
                 "SCRAM-SHA-512=[name=worker,password={WORKER_PASSWORD}]"
             ));
+        let settings = OPERATORS.iter().fold(settings, |settings, name| {
+            settings.format_arg("--add-scram").format_arg(format!(
+                "SCRAM-SHA-512=[name={name},password={OPERATOR_PASSWORD}]"
+            ))
+        });
         let kafka = TestKafka::private_with(settings).await?;
         Ok(SecuredKafka {
             kafka,
@@ -119,6 +127,52 @@ impl SecuredKafka {
         )
     }
 
+    /// Grants `role` its ACLs by running the project's `deploy/kafka/acls.sh` (with Kafka's own
+    /// ACL tool from the same jars, as the super user): what the tests prove is what it grants.
+    async fn grant(&self, role: &str, principal: &str) -> anyhow::Result<()> {
+        let tool = self._files.path().join("kafka-acls");
+        if !tool.exists() {
+            let classpath =
+                tokio::task::spawn_blocking(clerk_sync::local::kafka::Classpath::find).await??;
+            let command = classpath.command(
+                &["-Xmx256m".to_owned()],
+                "org.apache.kafka.tools.AclCommand",
+            );
+            let quote =
+                |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+            let words: Vec<String> = std::iter::once(command.get_program())
+                .chain(command.get_args())
+                .map(quote)
+                .collect();
+            std::fs::write(
+                &tool,
+                format!("#!/bin/sh\nexec {} \"$@\"\n", words.join(" ")),
+            )?;
+            std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        let kafka = &self.kafka;
+        let output = tokio::process::Command::new("bash")
+            .arg(format!(
+                "{}/deploy/kafka/acls.sh",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .args([role, principal, "--bootstrap-server", &kafka.brokers])
+            .env("KAFKA_ACLS", &tool)
+            .env("TOPIC_USERS", &kafka.topics.users)
+            .env("TOPIC_ORGANIZATIONS", &kafka.topics.organizations)
+            .env("TOPIC_MEMBERSHIPS", &kafka.topics.memberships)
+            .env("TOPIC_DLQ", &kafka.dlq)
+            .env("KAFKA_GROUP_ID", &kafka.group)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "acls.sh {role} {principal}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
     /// Runs Kafka's own ACL tool as the super user: `--add` or `--remove` of one role's set.
     async fn acls(&self, change: &str, principal: &str, acl: &Acl) -> anyhow::Result<()> {
         let mut args = vec![
@@ -137,6 +191,9 @@ impl SecuredKafka {
         for topic in &acl.topics {
             args.extend(["--topic".to_owned(), topic.clone()]);
         }
+        if acl.cluster {
+            args.push("--cluster".to_owned());
+        }
         if let Some(group) = &acl.group {
             // Prefixed: the group and the lag probe's `<group>-lag-probe`.
             args.extend([
@@ -154,46 +211,22 @@ impl SecuredKafka {
     }
 }
 
-/// One line of a role's ACL set: operations on topics or a group.
+/// One line of a role's ACL set: operations on topics, a group (and the groups it prefixes),
+/// or the cluster.
+#[derive(Default)]
 struct Acl {
     operations: &'static [&'static str],
     topics: Vec<String>,
     group: Option<String>,
+    cluster: bool,
 }
 
-/// Ingest: write (and describe, for metadata) its three topics; idempotent writes need no
-/// cluster ACL since Kafka 2.8 once the topics may be written.
-fn ingest_acls(kafka: &TestKafka) -> Vec<Acl> {
-    vec![Acl {
-        operations: &["Write", "Describe"],
-        topics: kafka.topics.synced(),
-        group: None,
-    }]
-}
-
-/// The worker: read its topics, read the groups named after its group (its own and its lag
-/// probe's, `<group>-lag-probe`), write the dead-letter topic.
-fn worker_acls(kafka: &TestKafka) -> Vec<Acl> {
-    vec![
-        Acl {
-            operations: &["Read", "Describe"],
-            topics: kafka.topics.synced(),
-            group: None,
-        },
-        Acl {
-            operations: &["Read"],
-            topics: vec![],
-            group: Some(kafka.group.clone()),
-        },
-        dead_letter_write(kafka),
-    ]
-}
-
+/// The one ACL of the worker's set the first test takes away and gives back.
 fn dead_letter_write(kafka: &TestKafka) -> Acl {
     Acl {
         operations: &["Write", "Describe"],
         topics: vec![kafka.dlq.clone()],
-        group: None,
+        ..Acl::default()
     }
 }
 
@@ -202,12 +235,8 @@ async fn through_sasl_ssl_with_only_the_readme_acls_each_role_works_and_a_worker
 ) -> anyhow::Result<()> {
     let secured = SecuredKafka::start().await?;
     let kafka = &secured.kafka;
-    for acl in ingest_acls(kafka) {
-        secured.acls("--add", "User:ingest", &acl).await?;
-    }
-    for acl in worker_acls(kafka) {
-        secured.acls("--add", "User:worker", &acl).await?;
-    }
+    secured.grant("ingest", "User:ingest").await?;
+    secured.grant("worker", "User:worker").await?;
     let options = secured.sasl_options(secured.ca.pem_file());
     let brokers = secured.sasl_brokers();
     let db = TestDb::new().await?;
@@ -349,9 +378,7 @@ async fn on_a_listener_requiring_client_certificates_a_client_with_one_works_and
     let secured = SecuredKafka::start().await?;
     let kafka = &secured.kafka;
     let principal = format!("User:CN={CLIENT_CN}");
-    for acl in ingest_acls(kafka) {
-        secured.acls("--add", &principal, &acl).await?;
-    }
+    secured.grant("ingest", &principal).await?;
     let brokers = secured.mtls_brokers();
     let with_cert = secured.mtls_options();
 
@@ -381,6 +408,195 @@ async fn on_a_listener_requiring_client_certificates_a_client_with_one_works_and
     assert!(
         stderr.contains("refused the connection") && stderr.contains("ssl.certificate.location"),
         "{stderr}"
+    );
+    Ok(())
+}
+
+/// Runs the one-shot command `args` as `user` through the SASL_SSL listener: its standard
+/// output, or its error lines when it fails (a command that hangs instead fails the test).
+async fn as_operator(
+    secured: &SecuredKafka,
+    user: &str,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Result<String, String>> {
+    let options = secured.sasl_options(secured.ca.pem_file());
+    let brokers = secured.sasl_brokers();
+    let mut env = vec![
+        ("KAFKA_BROKERS", brokers.as_str()),
+        ("KAFKA_OPTIONS", options.as_str()),
+        ("KAFKA_SASL_USERNAME", user),
+        ("KAFKA_SASL_PASSWORD", OPERATOR_PASSWORD),
+    ];
+    env.extend_from_slice(extra);
+    let output = tokio::time::timeout(
+        Duration::from_secs(90),
+        cli_output(&secured.kafka, args, &env),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("clerk-sync {args:?} as {user} still running after 90 s"))??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    Ok(if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        anyhow::ensure!(
+            errors.len() == 1,
+            "clerk-sync {args:?} as {user}: one error line, got: {stderr}"
+        );
+        Err(errors[0].to_owned())
+    })
+}
+
+fn topics_acl(operations: &'static [&'static str], topics: Vec<String>) -> Acl {
+    Acl {
+        operations,
+        topics,
+        ..Acl::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operator_command_works_through_sasl_ssl_with_exactly_the_readme_acls_and_stops_in_one_line_with_one_fewer(
+) -> anyhow::Result<()> {
+    let secured = SecuredKafka::start().await?;
+    let kafka = &secured.kafka;
+    let change = |change: &'static str, user: &'static str, acl: Acl| {
+        let secured = &secured;
+        async move { secured.acls(change, &format!("User:{user}"), &acl).await }
+    };
+
+    // topics create, on the harness's topics (made already, as asked; their retention is the
+    // broker's): its set lacking DescribeConfigs cannot verify them.
+    let create = [
+        "topics",
+        "create",
+        "--partitions",
+        "3",
+        "--replication",
+        "1",
+        "--dlq-retention-ms",
+        "604800000",
+    ];
+    let mut all_topics = kafka.topics.synced();
+    all_topics.push(kafka.dlq.clone());
+    secured.grant("topics", "User:topics-admin").await?;
+    let describe_configs = || topics_acl(&["DescribeConfigs"], all_topics.clone());
+    change("--remove", "topics-admin", describe_configs()).await?;
+    let fewer = as_operator(&secured, "topics-admin", &create, &[]).await?;
+    println!("topics create without DescribeConfigs: {fewer:?}");
+    assert!(fewer.is_err(), "{fewer:?}");
+    change("--add", "topics-admin", describe_configs()).await?;
+    let out = as_operator(&secured, "topics-admin", &create, &[]).await?;
+    assert!(
+        out.as_ref().is_ok_and(|o| o.contains("present, as asked")),
+        "{out:?}"
+    );
+
+    // A record to replay and a poison record for the dead-letter tools, written (and the poison
+    // parked by a worker) as the administrator.
+    let body = crate::harness::fixture("user.created.json");
+    kafka
+        .produce(&kafka.topics.users, "user_acl", &body, "msg_acl_user")
+        .await?;
+    kafka
+        .produce(
+            &kafka.topics.users,
+            "user_poison",
+            b"{not json",
+            "msg_acl_poison",
+        )
+        .await?;
+    let live = TestDb::new().await?;
+    let worker = WorkerProcess::start(&live, kafka).await?;
+    eventually(
+        "the poison record parked",
+        Duration::from_secs(60),
+        || async { (kafka.record_count(&kafka.dlq).ok()? == 1).then_some(()) },
+    )
+    .await;
+    worker.stop().await?;
+
+    // replay without Read on the users topic.
+    let rebuilt = TestDb::new().await?;
+    let replay = ["replay", "--from-beginning", "--into", rebuilt.url.as_str()];
+    secured.grant("replay", "User:replayer").await?;
+    let read_users = || topics_acl(&["Read"], vec![kafka.topics.users.clone()]);
+    change("--remove", "replayer", read_users()).await?;
+    let fewer = as_operator(&secured, "replayer", &replay, &[]).await?;
+    println!("replay without Read on the users topic: {fewer:?}");
+    assert!(fewer.is_err(), "{fewer:?}");
+    change("--add", "replayer", read_users()).await?;
+    let out = as_operator(&secured, "replayer", &replay, &[]).await?;
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(rebuilt.count("SELECT count(*) FROM users").await, 1);
+
+    // dlq list works with the dlq set; redrive without Write on the entity topics stops and
+    // leaves its letter waiting.
+    secured.grant("dlq", "User:dlq-operator").await?;
+    let waiting = || async {
+        let listed = as_operator(&secured, "dlq-operator", &["dlq", "list", "--json"], &[])
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let listed: serde_json::Value = serde_json::from_str(&listed)?;
+        anyhow::ensure!(listed["total"] == 1, "{listed}");
+        anyhow::Ok(listed["waiting"].clone())
+    };
+    assert_eq!(waiting().await?, 1);
+    let write_entities = || topics_acl(&["Write"], kafka.topics.synced());
+    change("--remove", "dlq-operator", write_entities()).await?;
+    let fewer = as_operator(&secured, "dlq-operator", &["dlq", "redrive"], &[]).await?;
+    println!("dlq redrive without Write on the entity topics: {fewer:?}");
+    assert!(fewer.is_err(), "{fewer:?}");
+    assert_eq!(
+        waiting().await?,
+        1,
+        "a redrive that could not write moves nothing"
+    );
+    change("--add", "dlq-operator", write_entities()).await?;
+    let out = as_operator(&secured, "dlq-operator", &["dlq", "redrive"], &[]).await?;
+    assert!(
+        out.as_ref()
+            .is_ok_and(|o| o.contains("1 dead letters redriven")),
+        "{out:?}"
+    );
+    assert_eq!(waiting().await?, 0);
+
+    // backfill without Write on the entity topics.
+    let clerk = crate::backfill::clerk_stand_in().await;
+    let https = crate::backfill::HttpsClerk::serve(&clerk).await?;
+    let uri = https.url();
+    let env = https.env(&uri);
+    let state = tempfile::tempdir()?;
+    let backfill = |file: &str| {
+        let path = state.path().join(file).display().to_string();
+        [
+            "backfill",
+            "--page-size",
+            "2",
+            "--rate",
+            "50",
+            "--state-file",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([path])
+        .collect::<Vec<String>>()
+    };
+    secured.grant("backfill", "User:backfiller").await?;
+    change("--remove", "backfiller", write_entities()).await?;
+    let args = backfill("fewer.json");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fewer = as_operator(&secured, "backfiller", &args, &env).await?;
+    println!("backfill without Write on the entity topics: {fewer:?}");
+    assert!(fewer.is_err(), "{fewer:?}");
+    change("--add", "backfiller", write_entities()).await?;
+    let args = backfill("all.json");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = as_operator(&secured, "backfiller", &args, &env).await?;
+    assert!(
+        out.as_ref().is_ok_and(|o| o.contains("published 5 events")),
+        "{out:?}"
     );
     Ok(())
 }

@@ -35,6 +35,9 @@ pub enum Error {
     /// The dead-letter topic cannot be read as expected (missing, a letter without context).
     #[error("dead-letter topic: {0}")]
     DeadLetterTopic(String),
+    /// The brokers refuse this principal the topic (an ACL missing): never "no records".
+    #[error("the brokers do not authorize reading topic {topic} (grant this principal Read and Describe on it)")]
+    TopicNotAuthorized { topic: String },
     #[error("{setting}: expected {expected}")]
     Setting {
         setting: &'static str,
@@ -114,7 +117,10 @@ impl Error {
             Error::Decode(e) => e.is_retryable(),
             Error::EmptyRecord | Error::Unsigned(_) | Error::FutureVersion { .. } => false,
             Error::EveryRecordRejected { .. } => true,
-            Error::Cancelled | Error::Setting { .. } | Error::DeadLetterTopic(_) => false,
+            Error::Cancelled
+            | Error::Setting { .. }
+            | Error::DeadLetterTopic(_)
+            | Error::TopicNotAuthorized { .. } => false,
         }
     }
 
@@ -156,7 +162,7 @@ impl Error {
             Error::FutureVersion { .. } => ErrorKind::FutureVersion,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Setting { .. } => ErrorKind::Setting,
-            Error::DeadLetterTopic(_) => ErrorKind::Kafka,
+            Error::DeadLetterTopic(_) | Error::TopicNotAuthorized { .. } => ErrorKind::Kafka,
         }
     }
 }

@@ -4,7 +4,9 @@ use rdkafka::consumer::Consumer;
 
 use crate::{Error, Result};
 
-/// Every partition of `topics` with its low and high watermarks, in topic order.
+/// Every partition of `topics` with its low and high watermarks, in topic order. A topic the
+/// brokers do not authorize is an error, not a topic without partitions (a replay or lag that
+/// silently read nothing).
 pub fn watermarks<C: Consumer>(
     consumer: &C,
     topics: &[String],
@@ -15,10 +17,15 @@ pub fn watermarks<C: Consumer>(
         let metadata = consumer
             .fetch_metadata(Some(topic), timeout)
             .map_err(Error::Kafka)?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len() as i32);
+        let described = metadata.topics().first();
+        if described.and_then(|t| t.error())
+            == Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+        {
+            return Err(Error::TopicNotAuthorized {
+                topic: topic.clone(),
+            });
+        }
+        let partitions = described.map_or(0, |t| t.partitions().len() as i32);
         for partition in 0..partitions {
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition, timeout)
