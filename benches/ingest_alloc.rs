@@ -129,8 +129,10 @@ fn main() -> Result<()> {
             topics: env.topics.clone(),
             body_limit: 256 * 1024,
             max_in_flight: 1024,
+            max_in_flight_per_peer: 1024,
             request_timeout: deadline,
             max_connections: 4096,
+            memory_limit: None,
         })?;
         ingest.set_broker_ready(true);
         let ingest = ingest.router();

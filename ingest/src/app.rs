@@ -29,8 +29,13 @@ pub struct IngestConfig {
     pub topics: Topics,
     pub body_limit: usize,
     pub max_in_flight: usize,
+    /// In-flight requests one client address may hold (an IPv6 client: its /64).
+    pub max_in_flight_per_peer: usize,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    /// The container's memory limit, when known ([`crate::limits::container_memory_limit`]):
+    /// limits whose worst case exceeds it are refused at start-up.
+    pub memory_limit: Option<u64>,
 }
 
 impl IngestConfig {
@@ -44,6 +49,9 @@ impl IngestConfig {
         };
         if self.max_in_flight == 0 {
             return refuse("MAX_IN_FLIGHT", "at least 1");
+        }
+        if self.max_in_flight_per_peer == 0 {
+            return refuse("MAX_IN_FLIGHT_PER_PEER", "at least 1");
         }
         if self.max_connections == 0 {
             return refuse("MAX_CONNECTIONS", "at least 1");
@@ -65,6 +73,27 @@ impl IngestConfig {
                 "PUBLISH_DEADLINE_MS",
                 "1..15000 (Svix gives up on a request after 15 s)",
             );
+        }
+        if let Some(limit) = self.memory_limit {
+            let worst = crate::limits::worst_case_bytes(
+                self.max_connections,
+                self.max_in_flight,
+                self.body_limit,
+            );
+            if worst > limit {
+                let mib = |b: u64| b / (1024 * 1024);
+                return Err(Error::Setting {
+                    setting: "MAX_CONNECTIONS / MAX_IN_FLIGHT / WEBHOOK_BODY_LIMIT",
+                    expected: format!(
+                        "a worst case within the container's memory limit of {} MiB: {} connections × 16 KiB of head + 2 × {} in flight × {} KiB of body + 64 MiB = {} MiB",
+                        mib(limit),
+                        self.max_connections,
+                        self.max_in_flight,
+                        self.body_limit / 1024,
+                        mib(worst)
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -105,6 +134,8 @@ impl Ingest {
                 topics: Arc::new(config.topics),
                 body_limit: config.body_limit,
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+                peers: Arc::default(),
+                max_in_flight_per_peer: config.max_in_flight_per_peer,
                 request_timeout: config.request_timeout,
                 max_connections: config.max_connections,
                 readiness: Arc::new(std::sync::RwLock::new(Readiness::Unreachable)),

@@ -3,6 +3,7 @@
 mod api_error;
 mod app;
 mod error;
+pub mod limits;
 mod metrics;
 mod outcome;
 mod publish;

@@ -27,6 +27,9 @@ pub(crate) struct AppState {
     pub body_limit: usize,
     /// Bounds the requests in flight; beyond it requests are shed with 503.
     pub in_flight: Arc<Semaphore>,
+    /// The requests each client address has in flight, at most `max_in_flight_per_peer`.
+    pub peers: Arc<crate::limits::PeerSlots>,
+    pub max_in_flight_per_peer: usize,
     /// Longest a request may take, body upload included (slow clients get 408).
     pub request_timeout: Duration,
     /// Connections open at once (`MAX_CONNECTIONS`).
@@ -73,15 +76,24 @@ impl FromRequest<AppState> for VerifiedWebhook {
     async fn from_request(mut req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         // Taken, not cloned: reading the body needs none of them.
         let headers = std::mem::take(req.headers_mut());
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge {
-                    limit: state.body_limit,
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        // A deadline of the body's own (a minimum rate), inside the request timeout.
+        let deadline = crate::limits::body_deadline(announced, state.body_limit);
+        let body = tokio::time::timeout(deadline, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::Timeout)?
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge {
+                        limit: state.body_limit,
+                    }
+                } else {
+                    ApiError::BadPayload("the body could not be read".to_owned())
                 }
-            } else {
-                ApiError::BadPayload("the body could not be read".to_owned())
-            }
-        })?;
+            })?;
         UnverifiedWebhook::new(headers, body).verify(&state.verifier)
     }
 }
@@ -129,8 +141,22 @@ fn precheck(state: &AppState, request: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Takes an in-flight slot (or sheds the request), then reads, verifies and publishes.
+/// Takes one of the client address's slots and an in-flight slot (or sheds the request), then
+/// reads, verifies and publishes.
 async fn admit(state: &AppState, request: Request) -> Result<IngestOutcome, ApiError> {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let _peer_slot = match peer {
+        Some(ip) => Some(
+            state
+                .peers
+                .take(ip, state.max_in_flight_per_peer)
+                .ok_or(ApiError::Overloaded)?,
+        ),
+        None => None,
+    };
     match state.in_flight.clone().try_acquire_owned() {
         Err(_) => Err(ApiError::Overloaded),
         Ok(_permit) => {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -15,14 +16,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::limits::MAX_HEAD_BYTES;
 use crate::{error_chain, router, AppState};
 
 /// How long in-flight requests may take to finish once shutdown starts.
 const DRAIN_FOR: Duration = Duration::from_secs(30);
-
-/// The largest request head taken, in bytes (request line and headers): a Svix delivery's is
-/// under 2 KiB. Beyond it hyper answers 431 without buffering more.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// How often ingest asks the broker whether it answers, for `/readyz`.
 const READINESS_EVERY: Duration = Duration::from_secs(5);
@@ -108,7 +106,7 @@ async fn refresh_readiness(state: AppState, cancel: CancellationToken) {
 /// Serves `app` until `cancel` fires, then lets in-flight requests finish (30 s at most).
 ///
 /// A client must send its request head within `limits.header_timeout`, in at most
-/// 64 KiB, and an idle keep-alive connection is closed after it: without those bounds
+/// [`MAX_HEAD_BYTES`], and an idle keep-alive connection is closed after it: without those bounds
 /// (which `axum::serve` does not set) a client trickling headers, or merely connecting, holds a
 /// connection and a file descriptor forever. At most `limits.max_connections` are open at once.
 pub async fn serve_router(
@@ -128,7 +126,7 @@ pub async fn serve_router(
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     warn!(error = %e, "accepting a connection failed");
@@ -137,6 +135,7 @@ pub async fn serve_router(
                 }
             },
         };
+        let (stream, peer) = stream;
         let Ok(slot) = connections.clone().try_acquire_owned() else {
             // Full: a client holding connections open must not make deliveries queue behind
             // it. Answered at once; Svix retries a 503.
@@ -144,8 +143,10 @@ pub async fn serve_router(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // The peer's address goes with each request (per-peer slots), as axum's ConnectInfo.
+        let service = tower::Layer::layer(&axum::Extension(ConnectInfo(peer)), app.clone());
         let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A client going away mid-request is its own business, not a server error.

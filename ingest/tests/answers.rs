@@ -98,8 +98,10 @@ fn config() -> IngestConfig {
         topics: Topics::default(),
         body_limit: 4096,
         max_in_flight: 8,
+        max_in_flight_per_peer: 8,
         request_timeout: Duration::from_secs(5),
         max_connections: 8,
+        memory_limit: None,
     }
 }
 
@@ -435,4 +437,117 @@ fn a_setting_that_cannot_work_is_refused_naming_it() {
             .expect("refused");
         assert!(error.to_string().starts_with(setting), "{error}");
     }
+}
+
+/// A request from `peer`, as the server marks each request with its client's address.
+fn from_peer(mut request: Request<Body>, peer: &str) -> Request<Body> {
+    let addr: std::net::SocketAddr = format!("{peer}:40000").parse().expect("addr");
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    request
+}
+
+#[tokio::test]
+async fn a_forged_delivery_trickling_its_body_gives_its_slot_up_at_the_bodys_own_deadline_not_the_request_timeout(
+) {
+    let fake = Fake::new(Broker::Acks);
+    let app = ingest(
+        IngestConfig {
+            request_timeout: Duration::from_secs(120),
+            ..config()
+        },
+        &fake,
+    );
+    let (router, ops) = (app.router(), app.ops_router());
+    // Well-formed Svix headers (they pass the pre-check), a short announced body that never
+    // comes: held for BODY_GRACE plus its length at the minimum rate, then 408.
+    let mut request = signed("msg_forged", &event("user.created"));
+    *request.body_mut() = Body::new(Stalled);
+    let (status, reason) = tokio::time::timeout(Duration::from_secs(30), answer(&router, request))
+        .await
+        .expect("answered long before the 120 s request timeout");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reason["error"], "request_timeout");
+    assert_eq!(gauge(&ops, "clerk_sync_ingest_in_flight_requests").await, 0);
+}
+
+#[tokio::test]
+async fn one_client_address_holds_at_most_its_share_of_the_slots_and_others_are_still_served() {
+    let fake = Fake::new(Broker::Acks);
+    let app = ingest(
+        IngestConfig {
+            max_in_flight_per_peer: 2,
+            request_timeout: Duration::from_secs(120),
+            ..config()
+        },
+        &fake,
+    );
+    let (router, ops) = (app.router(), app.ops_router());
+    let mut held = Vec::new();
+    for n in 0..2 {
+        let mut request = from_peer(
+            signed(&format!("msg_slow_{n}"), &event("user.created")),
+            "203.0.113.9",
+        );
+        *request.body_mut() = Body::new(Stalled);
+        let router = router.clone();
+        held.push(tokio::spawn(async move { answer(&router, request).await }));
+    }
+    wait_for_in_flight(&ops, 2).await;
+    let (status, body) = answer(
+        &router,
+        from_peer(signed("msg_third", &event("user.created")), "203.0.113.9"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "overloaded");
+    let (status, _) = answer(
+        &router,
+        from_peer(signed("msg_other", &event("user.created")), "198.51.100.4"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "another address is served");
+    for request in held {
+        request.abort();
+    }
+}
+
+/// Waits until `n` requests are in flight (the spawned ones have taken their slots).
+async fn wait_for_in_flight(ops: &Router, n: u64) {
+    for _ in 0..500 {
+        if gauge(ops, "clerk_sync_ingest_in_flight_requests").await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} requests never in flight");
+}
+
+#[test]
+fn limits_whose_worst_case_exceeds_the_containers_memory_are_refused_at_start_up_naming_them() {
+    let fake = Fake::new(Broker::Acks);
+    let limit = 384 << 20;
+    let fits = IngestConfig {
+        max_connections: 4096,
+        max_in_flight: 256,
+        body_limit: 256 * 1024,
+        memory_limit: Some(limit),
+        ..config()
+    };
+    assert!(Ingest::with_publisher(fits.clone(), fake.clone()).is_ok());
+    let before = IngestConfig {
+        max_in_flight: 1024,
+        ..fits
+    };
+    let refused = Ingest::with_publisher(before, fake.clone())
+        .err()
+        .expect("the old defaults' 576 MiB worst case is refused")
+        .to_string();
+    assert!(
+        refused.contains("MAX_IN_FLIGHT")
+            && refused.contains("384 MiB")
+            && refused.contains("640 MiB"),
+        "{refused}"
+    );
 }

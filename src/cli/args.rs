@@ -27,6 +27,10 @@ pub struct KafkaArgs {
     /// SASL password (sets librdkafka's sasl.password); never printed.
     #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub sasl_password: Option<Secret>,
+    /// Talk to brokers off loopback without TLS (security.protocol plaintext or
+    /// sasl_plaintext): only on a network you trust end to end.
+    #[arg(long = "kafka-allow-plaintext", env = "KAFKA_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
 }
 
 /// As derived, but with the secret values of `KAFKA_OPTIONS` redacted.
@@ -40,6 +44,7 @@ impl std::fmt::Debug for KafkaArgs {
             )
             .field("sasl_username", &self.sasl_username)
             .field("sasl_password", &self.sasl_password)
+            .field("allow_plaintext", &self.allow_plaintext)
             .finish()
     }
 }
@@ -51,6 +56,7 @@ impl KafkaArgs {
             extra_options: vec![],
             sasl_username: None,
             sasl_password: None,
+            allow_plaintext: false,
         }
     }
 
@@ -68,8 +74,31 @@ impl KafkaArgs {
 
     /// Fails, in one line naming the property and never its value, when librdkafka refuses a
     /// property of `KAFKA_OPTIONS`.
+    /// Also refuses brokers off loopback reached without TLS, unless `KAFKA_ALLOW_PLAINTEXT`.
     pub fn check_options(&self) -> Result<()> {
-        clerk_sync_kafka::options::check(&self.options()).map_err(anyhow::Error::msg)
+        let options = self.options();
+        clerk_sync_kafka::options::check(&options).map_err(anyhow::Error::msg)?;
+        let protocol = options
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "security.protocol")
+            .map_or("plaintext".to_owned(), |(_, value)| {
+                value.to_ascii_lowercase()
+            });
+        let clear = protocol == "plaintext" || protocol == "sasl_plaintext";
+        if clear && !self.allow_plaintext {
+            if let Some(remote) = self
+                .brokers
+                .split(',')
+                .map(str::trim)
+                .find(|b| !is_loopback(b))
+            {
+                bail!(
+                    "KAFKA_BROKERS: {remote} is off loopback and KAFKA_OPTIONS security.protocol is {protocol}: expected SSL or SASL_SSL; set KAFKA_ALLOW_PLAINTEXT=true to talk in the clear on a network you trust"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Fails, in one line naming the settings, when the brokers refuse these credentials or
@@ -144,7 +173,52 @@ fn parse_option_list(text: &str) -> Result<Vec<(String, String)>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_option_list;
+    use super::{parse_option_list, KafkaArgs};
+
+    #[test]
+    fn brokers_off_loopback_in_the_clear_are_refused_naming_the_settings_unless_allowed() {
+        let with = |brokers: &str, options: &str| {
+            let mut args = KafkaArgs::new(brokers);
+            if !options.is_empty() {
+                args.extra_options = vec![parse_option_list(options).expect("options")];
+            }
+            args
+        };
+        for local in [
+            "localhost:9092",
+            "127.0.0.1:9092,[::1]:9093",
+            "PLAINTEXT://127.0.0.1:1",
+        ] {
+            assert!(with(local, "").check_options().is_ok(), "{local}");
+        }
+        for (brokers, options) in [
+            ("kafka:9092", ""),
+            (
+                "127.0.0.1:9092,b-1.example.com:9092",
+                "security.protocol=SASL_PLAINTEXT",
+            ),
+            ("10.0.0.5:9092", "security.protocol=plaintext"),
+        ] {
+            let e = with(brokers, options)
+                .check_options()
+                .expect_err(brokers)
+                .to_string();
+            assert!(
+                e.starts_with("KAFKA_BROKERS: ") && e.contains("KAFKA_ALLOW_PLAINTEXT"),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1);
+            let mut allowed = with(brokers, options);
+            allowed.allow_plaintext = true;
+            assert!(allowed.check_options().is_ok());
+        }
+        assert!(with("kafka:9093", "security.protocol=SASL_SSL")
+            .check_options()
+            .is_ok());
+        assert!(with("kafka:9093", "security.protocol=ssl")
+            .check_options()
+            .is_ok());
+    }
 
     #[test]
     fn a_comma_inside_a_value_stays_in_the_value_and_a_bad_entry_is_named_by_place_not_text() {
@@ -224,6 +298,21 @@ pub struct DatabaseArgs {
     /// than verify-full or verify-ca): only for a network you trust end to end.
     #[arg(long, env = "DATABASE_ALLOW_UNVERIFIED")]
     pub database_allow_unverified: bool,
+}
+
+/// Whether a `host:port` broker address (or `[v6]:port`, or with a `PLAINTEXT://`-style prefix)
+/// names this machine.
+fn is_loopback(broker: &str) -> bool {
+    let address = broker.rsplit_once("://").map_or(broker, |(_, rest)| rest);
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => address,
+    };
+    let host = host.trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Refuses a database URL that would talk to a host off loopback without checking who answers:
@@ -315,8 +404,13 @@ pub struct IngestArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
     /// Requests handled at once; more are answered 503 at once (Svix retries them).
-    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
+    /// Requests one client address (an IPv6 client: its /64) may have in flight; more are
+    /// answered 503 at once. Behind a proxy every request shares its address: raise this to
+    /// MAX_IN_FLIGHT and bound slow clients at the proxy.
+    #[arg(long, env = "MAX_IN_FLIGHT_PER_PEER", default_value_t = 64)]
+    pub max_in_flight_per_peer: usize,
     /// Connections open at once; beyond it a new connection is answered 503 and closed (idle
     /// ones close after REQUEST_TIMEOUT_MS).
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]

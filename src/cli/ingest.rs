@@ -18,8 +18,10 @@ pub fn config(args: &IngestArgs) -> Result<IngestConfig> {
         topics: args.topics.topics(),
         body_limit: args.webhook_body_limit,
         max_in_flight: args.max_in_flight,
+        max_in_flight_per_peer: args.max_in_flight_per_peer,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_connections: args.max_connections,
+        memory_limit: clerk_sync_ingest::limits::container_memory_limit(),
     })
 }
 

@@ -516,3 +516,48 @@ fn compose_runs_the_apache_kafka_version_the_tests_run() {
         format!("apache/kafka:{}", clerk_sync::local::kafka::KAFKA_VERSION)
     );
 }
+
+/// The Kubernetes ingest's memory limit holds the worst case its limits allow: every
+/// connection's head buffer and every in-flight body twice (ingest's and the producer's copy).
+#[test]
+fn the_ingest_manifests_memory_limit_holds_the_worst_case_its_limits_allow() {
+    let deployment = yaml("deploy/k8s/base/ingest-deployment.yaml");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let limit = container["resources"]["limits"]["memory"]
+        .as_str()
+        .expect("a memory limit");
+    let limit: u64 = limit
+        .strip_suffix("Mi")
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the limit in Mi")
+        << 20;
+    let (_, defaults) = accepted(&["ingest"]);
+    let setting = |name: &str| -> usize {
+        let set = container["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str().map(str::to_owned));
+        set.or_else(|| defaults.get(name).cloned())
+            .unwrap_or_else(|| panic!("{name} has no default"))
+            .parse()
+            .expect("a number")
+    };
+    let worst = clerk_sync_ingest::limits::worst_case_bytes(
+        setting("MAX_CONNECTIONS"),
+        setting("MAX_IN_FLIGHT"),
+        setting("WEBHOOK_BODY_LIMIT"),
+    );
+    println!(
+        "ingest worst case {} MiB, limit {} MiB",
+        worst >> 20,
+        limit >> 20
+    );
+    assert!(
+        worst <= limit,
+        "{} MiB over {} MiB",
+        worst >> 20,
+        limit >> 20
+    );
+}
