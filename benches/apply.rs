@@ -369,7 +369,7 @@ fn seconds(runs: &[Run]) -> String {
 /// comparison is only fair if they do.
 async fn versus_ceiling_rows(admin: &str, name: &str) -> String {
     let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-    let differences = clerk_sync::compare::rows_differing(
+    let differences = clerk_sync_worker::compare::rows_differing(
         &format!("{base}/bench_ceiling"),
         &format!("{base}/{name}"),
     )

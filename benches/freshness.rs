@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clerk_sync::local::free_port;
+use clerk_sync_local::free_port;
 use serde_json::json;
 use sqlx::postgres::PgListener;
 use svix::webhooks::Webhook;

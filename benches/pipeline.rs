@@ -29,9 +29,9 @@ mod workload;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clerk_sync::local::free_port;
 use clerk_sync_core::mirror::Mirror;
 use clerk_sync_core::{ClerkEvent, EventId};
+use clerk_sync_local::free_port;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::process::Child;

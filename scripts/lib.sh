@@ -1,5 +1,5 @@
 # Shared by the scripts: what a machine may lack, and where the build puts the binary. The
-# throwaway Kafka and Postgres are the binary's own (`clerk-sync local exec`, src/local/), not
+# throwaway Kafka and Postgres are the binary's own (`clerk-sync local exec`, the local/ crate), not
 # started here. Sourced, not run.
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -1,10 +1,5 @@
-//! The `clerk-sync` binary's library: command-line configuration, topic administration and the
-//! throwaway local infrastructure (Postgres, Apache Kafka) used by `clerk-sync dev`, `clerk-sync
-//! local` and the tests.
+//! The `clerk-sync` binary's library: the command line (flags and environment mapped to each
+//! library crate's configuration) and logging. Everything a command does lives in a library.
 
-pub mod backfill;
 pub mod cli;
-pub mod compare;
-pub mod local;
 pub mod logging;
-pub mod topics;

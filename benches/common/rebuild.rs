@@ -63,7 +63,10 @@ pub async fn rebuild(env: &BenchEnv, batch_max: usize) -> Result<Rebuild> {
         cpu,
         peak_rss,
         tables: env.table_counts(&db).await?,
-        versus_drain: clerk_sync::compare::rows_differing(&env.database_url("bench_drain"), &db)
-            .await?,
+        versus_drain: clerk_sync_worker::compare::rows_differing(
+            &env.database_url("bench_drain"),
+            &db,
+        )
+        .await?,
     })
 }

@@ -11,6 +11,7 @@ pub mod options;
 mod preflight;
 pub mod provenance;
 mod replaceable;
+pub mod topics;
 
 pub use clients::{config, Membership, Role};
 pub use error::Error;

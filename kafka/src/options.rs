@@ -254,9 +254,125 @@ pub fn apply(config: &mut ClientConfig, options: &[(String, String)], client: Cl
     }
 }
 
+/// `KAFKA_OPTIONS`: `KEY=VALUE` entries separated by commas. A piece without `=` continues the
+/// value before it (a password or a list holding a comma). Its errors never quote the text,
+/// which may be a secret's value.
+pub fn parse_list(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for piece in text.split(',') {
+        match piece.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                refuse_guarantee_breaker(k)?;
+                entries.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            None if !entries.is_empty() => {
+                if let Some((_, value)) = entries.last_mut() {
+                    value.push(',');
+                    value.push_str(piece.trim_end());
+                }
+            }
+            // The text may be a secret's value: name the entry's place, not the text.
+            _ => {
+                return Err(format!(
+                    "KAFKA_OPTIONS: expected KEY=VALUE entries separated by commas (entry {} has no key)",
+                    entries.len() + 1
+                ))
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Refuses brokers off loopback reached without TLS (`security.protocol` unset, `plaintext` or
+/// `sasl_plaintext`) unless `allow_plaintext` (`KAFKA_ALLOW_PLAINTEXT`): one line naming the
+/// settings.
+pub fn check_transport(
+    brokers: &str,
+    options: &[(String, String)],
+    allow_plaintext: bool,
+) -> Result<(), String> {
+    let protocol = options
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "security.protocol")
+        .map_or("plaintext".to_owned(), |(_, value)| {
+            value.to_ascii_lowercase()
+        });
+    let clear = protocol == "plaintext" || protocol == "sasl_plaintext";
+    if !clear || allow_plaintext {
+        return Ok(());
+    }
+    match brokers.split(',').map(str::trim).find(|b| !is_loopback(b)) {
+        Some(remote) => Err(format!(
+            "KAFKA_BROKERS: {remote} is off loopback and KAFKA_OPTIONS security.protocol is {protocol}: expected SSL or SASL_SSL; set KAFKA_ALLOW_PLAINTEXT=true to talk in the clear on a network you trust"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether a `host:port` broker address (or `[v6]:port`, or with a `PLAINTEXT://`-style prefix)
+/// names this machine.
+fn is_loopback(broker: &str) -> bool {
+    let address = broker.rsplit_once("://").map_or(broker, |(_, rest)| rest);
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => address,
+    };
+    let host = host.trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brokers_off_loopback_in_the_clear_are_refused_naming_the_settings_unless_allowed() {
+        let with = |options: &str| parse_list(options).expect("options");
+        for local in [
+            "localhost:9092",
+            "127.0.0.1:9092,[::1]:9093",
+            "PLAINTEXT://127.0.0.1:1",
+        ] {
+            assert!(check_transport(local, &[], false).is_ok(), "{local}");
+        }
+        for (brokers, options) in [
+            ("kafka:9092", vec![]),
+            (
+                "127.0.0.1:9092,b-1.example.com:9092",
+                with("security.protocol=SASL_PLAINTEXT"),
+            ),
+            ("10.0.0.5:9092", with("security.protocol=plaintext")),
+        ] {
+            let e = check_transport(brokers, &options, false).expect_err(brokers);
+            assert!(
+                e.starts_with("KAFKA_BROKERS: ") && e.contains("KAFKA_ALLOW_PLAINTEXT"),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1);
+            assert!(check_transport(brokers, &options, true).is_ok());
+        }
+        assert!(check_transport("kafka:9093", &with("security.protocol=SASL_SSL"), false).is_ok());
+        assert!(check_transport("kafka:9093", &with("security.protocol=ssl"), false).is_ok());
+    }
+
+    #[test]
+    fn a_comma_inside_a_value_stays_in_the_value_and_a_bad_entry_is_named_by_place_not_text() {
+        assert_eq!(
+            parse_list("sasl.password=ab,cd,linger.ms=5").expect("parsed"),
+            [
+                ("sasl.password".to_owned(), "ab,cd".to_owned()),
+                ("linger.ms".to_owned(), "5".to_owned())
+            ]
+        );
+        let e = parse_list("linger.ms=5,=s3cret").expect_err("no key");
+        assert!(e.contains("entry 2") && !e.contains("s3cret"), "{e}");
+        let e = parse_list("hunter2,linger.ms=5").expect_err("no key");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn every_property_the_guarantees_rest_on_is_refused_with_its_reason() {

@@ -1,10 +1,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use clerk_sync_core::{Secret, Topics};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use clerk_sync_worker::database::{DatabaseSettings, DEFAULT_LOCK_TIMEOUT_MS};
 use sqlx::PgPool;
 
 /// Kafka connection settings shared by every role.
@@ -73,32 +73,12 @@ impl KafkaArgs {
     }
 
     /// Fails, in one line naming the property and never its value, when librdkafka refuses a
-    /// property of `KAFKA_OPTIONS`.
-    /// Also refuses brokers off loopback reached without TLS, unless `KAFKA_ALLOW_PLAINTEXT`.
+    /// property of `KAFKA_OPTIONS`, or when brokers off loopback would be reached in the clear.
     pub fn check_options(&self) -> Result<()> {
         let options = self.options();
         clerk_sync_kafka::options::check(&options).map_err(anyhow::Error::msg)?;
-        let protocol = options
-            .iter()
-            .rev()
-            .find(|(key, _)| key == "security.protocol")
-            .map_or("plaintext".to_owned(), |(_, value)| {
-                value.to_ascii_lowercase()
-            });
-        let clear = protocol == "plaintext" || protocol == "sasl_plaintext";
-        if clear && !self.allow_plaintext {
-            if let Some(remote) = self
-                .brokers
-                .split(',')
-                .map(str::trim)
-                .find(|b| !is_loopback(b))
-            {
-                bail!(
-                    "KAFKA_BROKERS: {remote} is off loopback and KAFKA_OPTIONS security.protocol is {protocol}: expected SSL or SASL_SSL; set KAFKA_ALLOW_PLAINTEXT=true to talk in the clear on a network you trust"
-                );
-            }
-        }
-        Ok(())
+        clerk_sync_kafka::options::check_transport(&self.brokers, &options, self.allow_plaintext)
+            .map_err(anyhow::Error::msg)
     }
 
     /// Fails, in one line naming the settings, when the brokers refuse these credentials or
@@ -142,97 +122,7 @@ impl clap::builder::TypedValueParser for OptionList {
         let text = value
             .to_str()
             .ok_or_else(|| refuse("KAFKA_OPTIONS: expected UTF-8 text".to_owned()))?;
-        parse_option_list(text).map_err(refuse)
-    }
-}
-
-fn parse_option_list(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut entries: Vec<(String, String)> = Vec::new();
-    for piece in text.split(',') {
-        match piece.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                clerk_sync_kafka::options::refuse_guarantee_breaker(k)?;
-                entries.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-            None if !entries.is_empty() => {
-                let (_, value) = entries.last_mut().expect("an entry before");
-                value.push(',');
-                value.push_str(piece.trim_end());
-            }
-            // The text may be a secret's value: name the entry's place, not the text.
-            _ => {
-                return Err(format!(
-                    "KAFKA_OPTIONS: expected KEY=VALUE entries separated by commas (entry {} has no key)",
-                    entries.len() + 1
-                ))
-            }
-        }
-    }
-    Ok(entries)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{parse_option_list, KafkaArgs};
-
-    #[test]
-    fn brokers_off_loopback_in_the_clear_are_refused_naming_the_settings_unless_allowed() {
-        let with = |brokers: &str, options: &str| {
-            let mut args = KafkaArgs::new(brokers);
-            if !options.is_empty() {
-                args.extra_options = vec![parse_option_list(options).expect("options")];
-            }
-            args
-        };
-        for local in [
-            "localhost:9092",
-            "127.0.0.1:9092,[::1]:9093",
-            "PLAINTEXT://127.0.0.1:1",
-        ] {
-            assert!(with(local, "").check_options().is_ok(), "{local}");
-        }
-        for (brokers, options) in [
-            ("kafka:9092", ""),
-            (
-                "127.0.0.1:9092,b-1.example.com:9092",
-                "security.protocol=SASL_PLAINTEXT",
-            ),
-            ("10.0.0.5:9092", "security.protocol=plaintext"),
-        ] {
-            let e = with(brokers, options)
-                .check_options()
-                .expect_err(brokers)
-                .to_string();
-            assert!(
-                e.starts_with("KAFKA_BROKERS: ") && e.contains("KAFKA_ALLOW_PLAINTEXT"),
-                "{e}"
-            );
-            assert_eq!(e.lines().count(), 1);
-            let mut allowed = with(brokers, options);
-            allowed.allow_plaintext = true;
-            assert!(allowed.check_options().is_ok());
-        }
-        assert!(with("kafka:9093", "security.protocol=SASL_SSL")
-            .check_options()
-            .is_ok());
-        assert!(with("kafka:9093", "security.protocol=ssl")
-            .check_options()
-            .is_ok());
-    }
-
-    #[test]
-    fn a_comma_inside_a_value_stays_in_the_value_and_a_bad_entry_is_named_by_place_not_text() {
-        assert_eq!(
-            parse_option_list("sasl.password=ab,cd,linger.ms=5").expect("parsed"),
-            [
-                ("sasl.password".to_owned(), "ab,cd".to_owned()),
-                ("linger.ms".to_owned(), "5".to_owned())
-            ]
-        );
-        let e = parse_option_list("linger.ms=5,=s3cret").expect_err("no key");
-        assert!(e.contains("entry 2") && !e.contains("s3cret"), "{e}");
-        let e = parse_option_list("hunter2,linger.ms=5").expect_err("no key");
-        assert!(!e.contains("hunter2"), "{e}");
+        clerk_sync_kafka::options::parse_list(text).map_err(refuse)
     }
 }
 
@@ -300,77 +190,19 @@ pub struct DatabaseArgs {
     pub database_allow_unverified: bool,
 }
 
-/// Whether a `host:port` broker address (or `[v6]:port`, or with a `PLAINTEXT://`-style prefix)
-/// names this machine.
-fn is_loopback(broker: &str) -> bool {
-    let address = broker.rsplit_once("://").map_or(broker, |(_, rest)| rest);
-    let host = match address.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => address,
-    };
-    let host = host.trim_matches(['[', ']']);
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Refuses a database URL that would talk to a host off loopback without checking who answers:
-/// sqlx's default `prefer` falls back to plain text, and `require` encrypts to whoever answers.
-pub fn check_verified(options: &PgConnectOptions, setting: &str, allow: bool) -> Result<()> {
-    use sqlx::postgres::PgSslMode;
-    let host = options.get_host();
-    let local = options.get_socket().is_some()
-        || host.starts_with('/')
-        || host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    let verified = matches!(
-        options.get_ssl_mode(),
-        PgSslMode::VerifyFull | PgSslMode::VerifyCa
-    );
-    if local || verified || allow {
-        return Ok(());
-    }
-    bail!(
-        "{setting}: expected sslmode=verify-full (with sslrootcert=<the server's CA> unless the system trusts it) for a database off loopback; set DATABASE_ALLOW_UNVERIFIED=true to connect unverified on a network you trust"
-    )
-}
-
-/// Long enough for any batch of another worker to end (seconds at most), short enough that a
-/// lock held by something else shows in the logs and metrics twice a minute.
-pub const DEFAULT_LOCK_TIMEOUT_MS: u32 = 30_000;
-
 impl DatabaseArgs {
-    pub async fn connect(&self) -> Result<PgPool> {
-        let options: PgConnectOptions = self
-            .database_url
-            .expose()
-            .parse()
-            .context("DATABASE_URL: expected a postgres:// URL")?;
-        check_verified(&options, "DATABASE_URL", self.database_allow_unverified)?;
-        let lock_timeout = self.database_lock_timeout_ms;
-        if i32::try_from(lock_timeout).is_err() {
-            bail!("DATABASE_LOCK_TIMEOUT_MS: expected at most {} (milliseconds; 0 waits without limit)", i32::MAX);
+    /// The worker's database settings, as the flags give them.
+    pub fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            max_connections: self.database_max_connections,
+            lock_timeout_ms: self.database_lock_timeout_ms,
+            allow_unverified: self.database_allow_unverified,
         }
-        // Set on each session rather than in the startup packet, which poolers such as
-        // PgBouncer refuse. Migrations lift it on their own connection (see `migrate`).
-        PgPoolOptions::new()
-            .max_connections(self.database_max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    sqlx::query(&format!("SET lock_timeout = {lock_timeout}"))
-                        .execute(conn)
-                        .await
-                        .map(|_| ())
-                })
-            })
-            .connect_with(options)
-            .await
-            .context("DATABASE_URL: cannot connect to the database")
+    }
+
+    pub async fn connect(&self) -> Result<PgPool> {
+        Ok(self.settings().pool().await?)
     }
 }
 

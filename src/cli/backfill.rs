@@ -7,8 +7,8 @@ use clap::Args;
 use clerk_sync_core::Secret;
 
 use super::{Found, KafkaArgs, TopicArgs};
-use crate::backfill::report::{self, ProgressLine};
-use crate::backfill::{backfill, BackfillConfig, PruneConfig};
+use clerk_sync_backfill::report::{self, ProgressLine};
+use clerk_sync_backfill::{backfill, BackfillConfig, PruneConfig};
 
 /// `clerk-sync backfill`: bootstrap or repair the tables from Clerk's Backend API.
 #[derive(Debug, Args)]
@@ -122,7 +122,7 @@ fn config(args: &BackfillArgs) -> Result<BackfillConfig> {
     let Some(secret_key) = args.secret_key.clone() else {
         bail!("CLERK_SECRET_KEY is not set: expected the instance's secret key (sk_…) from the Clerk dashboard");
     };
-    crate::backfill::check_api_url(&args.api_url)?;
+    clerk_sync_backfill::check_api_url(&args.api_url)?;
     if !(1..=500).contains(&args.page_size) {
         bail!("--page-size: expected 1..500, got {}", args.page_size);
     }

@@ -7,12 +7,12 @@ use clap::Args;
 use clerk_sync_core::Secret;
 use clerk_sync_worker::{Health, Worker};
 use rand::RngCore;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{DatabaseArgs, GroupProtocol, IngestArgs, KafkaArgs, TopicArgs, WorkerArgs};
-use crate::local::{LocalKafka, TempPostgres};
+use clerk_sync_local::{LocalKafka, TempPostgres};
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -80,19 +80,19 @@ pub async fn run(args: DevArgs, cancel: CancellationToken) -> Result<()> {
     // Every topic the worker writes to as well as reads: without the dead-letter topic, the
     // first undecodable record would hold its partition while the write is retried.
     let replication = if args.cluster { 3 } else { 1 };
-    let specs = crate::topics::plan(
+    let specs = clerk_sync_kafka::topics::plan(
         &topics.topics().synced(),
         &topics.topic_dlq,
         3,
         replication,
         None,
-        crate::topics::DEFAULT_DLQ_RETENTION_MS,
+        clerk_sync_kafka::topics::DEFAULT_DLQ_RETENTION_MS,
     );
-    crate::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
+    clerk_sync_kafka::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
     let database = DatabaseArgs {
         database_url: database_url.clone(),
         database_max_connections: 10,
-        database_lock_timeout_ms: super::args::DEFAULT_LOCK_TIMEOUT_MS,
+        database_lock_timeout_ms: clerk_sync_worker::database::DEFAULT_LOCK_TIMEOUT_MS,
         database_allow_unverified: false,
     };
     let pool = database.connect().await?;
@@ -144,7 +144,7 @@ async fn broker(args: &DevArgs, local: &mut Local) -> Result<KafkaArgs> {
         "starting a local Apache Kafka ({nodes} node{})…",
         if nodes == 1 { "" } else { "s" }
     );
-    let broker = crate::local::KafkaSettings::default()
+    let broker = clerk_sync_local::KafkaSettings::default()
         .nodes(nodes)
         .start()
         .await?;
@@ -301,59 +301,12 @@ async fn demo(addr: SocketAddr, secret: &Secret, pool: &PgPool) -> Result<()> {
     let last_user_event = format!("msg_demo{:04}{now}", 3);
     let started = Instant::now();
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE sync_event_id = $1")
-            .bind(&last_user_event)
-            .fetch_one(pool)
-            .await?;
-        if done > 0 || started.elapsed() > Duration::from_secs(30) {
+        let done = clerk_sync_worker::tables::applied(pool, &last_user_event).await?;
+        if done || started.elapsed() > Duration::from_secs(30) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    print_tables(pool).await
-}
-
-async fn print_tables(pool: &PgPool) -> Result<()> {
-    println!("\nusers:");
-    for row in sqlx::query("SELECT clerk_id, email, name, username, deleted_at::text AS deleted FROM users ORDER BY clerk_id")
-        .fetch_all(pool)
-        .await?
-    {
-        println!(
-            "  {} email={:?} name={:?} username={:?} deleted_at={:?}",
-            row.get::<String, _>("clerk_id"),
-            row.get::<Option<String>, _>("email"),
-            row.get::<Option<String>, _>("name"),
-            row.get::<Option<String>, _>("username"),
-            row.get::<Option<String>, _>("deleted"),
-        );
-    }
-    println!("organizations:");
-    for row in sqlx::query("SELECT clerk_id, name, slug FROM organizations ORDER BY clerk_id")
-        .fetch_all(pool)
-        .await?
-    {
-        println!(
-            "  {} name={:?} slug={:?}",
-            row.get::<String, _>("clerk_id"),
-            row.get::<Option<String>, _>("name"),
-            row.get::<Option<String>, _>("slug"),
-        );
-    }
-    println!("org_memberships:");
-    for row in sqlx::query(
-        "SELECT m.clerk_id, u.clerk_id AS user_clerk_id, m.org_id, m.role FROM org_memberships m JOIN users u ON u.id = m.user_id ORDER BY m.clerk_id",
-    )
-    .fetch_all(pool)
-    .await?
-    {
-        println!(
-            "  {} user={} org={} role={}",
-            row.get::<String, _>("clerk_id"),
-            row.get::<String, _>("user_clerk_id"),
-            row.get::<String, _>("org_id"),
-            row.get::<String, _>("role"),
-        );
-    }
+    print!("{}", clerk_sync_worker::tables::listing(pool).await?);
     Ok(())
 }

@@ -2,7 +2,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::local::{kafka, KafkaSettings, LocalKafka, TempPostgres};
+use clerk_sync_local::{kafka, KafkaSettings, LocalKafka, TempPostgres};
 
 #[derive(Debug, Subcommand)]
 pub enum LocalCommand {

@@ -106,7 +106,7 @@ pub async fn run(args: ReplayArgs, cancel: CancellationToken) -> Result<()> {
     let database = DatabaseArgs {
         database_url: url,
         database_max_connections: 4,
-        database_lock_timeout_ms: super::args::DEFAULT_LOCK_TIMEOUT_MS,
+        database_lock_timeout_ms: clerk_sync_worker::database::DEFAULT_LOCK_TIMEOUT_MS,
         database_allow_unverified: false,
     };
     let config = config(&args)?;

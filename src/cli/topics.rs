@@ -19,7 +19,7 @@ pub enum TopicsCommand {
         retention_ms: Option<i64>,
         /// Retention of the dead-letter topic in milliseconds (30 days): time to find, fix and
         /// redrive a record, whatever the event topics keep.
-        #[arg(long, env = "TOPIC_DLQ_RETENTION_MS", default_value_t = crate::topics::DEFAULT_DLQ_RETENTION_MS)]
+        #[arg(long, env = "TOPIC_DLQ_RETENTION_MS", default_value_t = clerk_sync_kafka::topics::DEFAULT_DLQ_RETENTION_MS)]
         dlq_retention_ms: i64,
         /// Print what would be created, change nothing.
         #[arg(long)]
@@ -56,7 +56,7 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
             let topics = topics.topics();
             let mut names = topics.synced();
             names.extend(topics.other.clone());
-            let specs = crate::topics::plan(
+            let specs = clerk_sync_kafka::topics::plan(
                 &names,
                 &dlq,
                 partitions,
@@ -66,7 +66,7 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
             );
             if !dry_run {
                 kafka.check_admitted().await?;
-                crate::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
+                clerk_sync_kafka::topics::create(&kafka.brokers, &kafka.options(), &specs).await?;
             }
             if json {
                 let topics: Vec<_> = specs.iter().map(spec_json).collect();
@@ -86,7 +86,7 @@ pub async fn run(command: TopicsCommand) -> Result<()> {
     }
 }
 
-fn spec_json(spec: &crate::topics::TopicSpec) -> serde_json::Value {
+fn spec_json(spec: &clerk_sync_kafka::topics::TopicSpec) -> serde_json::Value {
     let configs: serde_json::Map<String, serde_json::Value> = spec
         .configs
         .iter()

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use clerk_sync::local::KafkaSettings;
+use clerk_sync_local::KafkaSettings;
 
 use crate::harness::{post_all, run_cli, sim, Ingest, TestDb, TestKafka};
 

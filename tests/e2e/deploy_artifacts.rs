@@ -78,7 +78,7 @@ pub(crate) async fn scrapes() -> anyhow::Result<String> {
 /// What the drift check pushes to a Pushgateway, as the Pushgateway serves it: every table and
 /// kind, with the `job` label it is grouped under.
 fn drift_figures() -> String {
-    use clerk_sync::backfill::{report, BackfillSummary, TableDrift};
+    use clerk_sync_backfill::{report, BackfillSummary, TableDrift};
     let summary = BackfillSummary {
         drift: Some(
             ["organizations", "users", "org_memberships"]

@@ -513,7 +513,7 @@ fn compose_runs_the_apache_kafka_version_the_tests_run() {
         .expect("kafka image");
     assert_eq!(
         image,
-        format!("apache/kafka:{}", clerk_sync::local::kafka::KAFKA_VERSION)
+        format!("apache/kafka:{}", clerk_sync_local::kafka::KAFKA_VERSION)
     );
 }
 

@@ -496,7 +496,7 @@ async fn a_worker_whose_dead_letter_topic_is_missing_waits_not_ready_saying_so_a
         reason.contains(&missing) && reason.contains("clerk-sync topics create"),
         "{reason}"
     );
-    clerk_sync::topics::ensure_topics(&kafka.brokers, &[], &[missing], 1, 1).await?;
+    clerk_sync_kafka::topics::ensure_topics(&kafka.brokers, &[], &[missing], 1, 1).await?;
     eventually("ready once the topic exists", WAIT, || async {
         let r = client.get(&readyz).send().await.ok()?;
         (r.status() == 200).then_some(())

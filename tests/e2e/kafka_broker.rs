@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clerk_sync::local::KafkaSettings;
+use clerk_sync_local::KafkaSettings;
 use serde_json::Value;
 
 use crate::harness::{
@@ -401,7 +401,7 @@ async fn topics_create_makes_what_it_was_asked_as_kafkas_own_tools_describe_it_a
     }
     // Made by hand with one partition: asked for four, `topics create` names the difference.
     let odd = format!("{prefix}.odd");
-    clerk_sync::topics::ensure_topics(&kafka.brokers, &[], std::slice::from_ref(&odd), 1, 1)
+    clerk_sync_kafka::topics::ensure_topics(&kafka.brokers, &[], std::slice::from_ref(&odd), 1, 1)
         .await?;
     let output = cli_output(
         &kafka,

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clerk_sync::local::KafkaSettings;
+use clerk_sync_local::KafkaSettings;
 
 use crate::harness::tls::TestCa;
 use crate::harness::{
@@ -133,7 +133,7 @@ impl SecuredKafka {
         let tool = self._files.path().join("kafka-acls");
         if !tool.exists() {
             let classpath =
-                tokio::task::spawn_blocking(clerk_sync::local::kafka::Classpath::find).await??;
+                tokio::task::spawn_blocking(clerk_sync_local::kafka::Classpath::find).await??;
             let command = classpath.command(
                 &["-Xmx256m".to_owned()],
                 "org.apache.kafka.tools.AclCommand",

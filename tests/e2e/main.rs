@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod architecture;
 mod attacks;
 mod backfill;
 mod broker_restart;

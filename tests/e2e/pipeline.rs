@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use clerk_sync::local::free_port;
+use clerk_sync_local::free_port;
 use serde_json::Value;
 
 use crate::harness::{

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use clerk_sync::local::TempPostgres;
 use clerk_sync_ingest::Publisher;
+use clerk_sync_local::TempPostgres;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use sqlx::{Connection, PgConnection};

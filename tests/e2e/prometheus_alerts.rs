@@ -67,7 +67,7 @@ impl Prometheus {
             dir.path().join("alerts.yml"),
             serde_norway::to_string(&rules)?,
         )?;
-        let port = clerk_sync::local::free_port()?;
+        let port = clerk_sync_local::free_port()?;
         let bin = std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
         let child = tokio::process::Command::new(&bin)
             .arg(format!(

@@ -239,7 +239,7 @@ async fn a_redrive_refuses_a_dead_letter_naming_a_foreign_topic_and_an_unsigned_
     let users = kafka.topics.users.clone();
     // A topic redrive must never write to, though it exists and the tool could.
     let foreign = format!("{users}.elsewhere");
-    clerk_sync::topics::ensure_topics(
+    clerk_sync_kafka::topics::ensure_topics(
         &kafka.brokers,
         &[],
         std::slice::from_ref(&foreign),

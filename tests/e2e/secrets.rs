@@ -249,7 +249,7 @@ async fn dev_names_a_configured_secret_and_database_without_printing_them_and_cr
     // Trust authentication takes any password: this one must not be printed.
     let url = db.url.replacen("postgres@", "postgres:hunter2-db@", 1);
     assert!(url.contains("hunter2-db"), "{url}");
-    let port = clerk_sync::local::free_port()?;
+    let port = clerk_sync_local::free_port()?;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clerk-sync"))
         .arg("dev")
         .env_clear()

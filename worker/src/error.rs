@@ -38,6 +38,16 @@ pub enum Error {
     /// The brokers refuse this principal the topic (an ACL missing): never "no records".
     #[error("the brokers do not authorize reading topic {topic} (grant this principal Read and Describe on it)")]
     TopicNotAuthorized { topic: String },
+    /// An error with what was being done (which database `compare` was reading, say).
+    #[error("{what}")]
+    Within {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A setting refused, in a line that names it (a setting named at run time: `--with`).
+    #[error("{0}")]
+    Refused(String),
     #[error("{setting}: expected {expected}")]
     Setting {
         setting: &'static str,
@@ -107,6 +117,14 @@ impl DatabaseFault {
 }
 
 impl Error {
+    /// This error, with what was being done when it happened.
+    pub fn within(self, what: &str) -> Error {
+        Error::Within {
+            what: what.to_owned(),
+            source: Box::new(self),
+        }
+    }
+
     /// Transient errors (the database or broker unreachable or unfit, conflicts between
     /// transactions) are retried with backoff; the rest concern one record and never get better.
     pub fn is_retryable(&self) -> bool {
@@ -120,7 +138,9 @@ impl Error {
             Error::Cancelled
             | Error::Setting { .. }
             | Error::DeadLetterTopic(_)
-            | Error::TopicNotAuthorized { .. } => false,
+            | Error::TopicNotAuthorized { .. }
+            | Error::Refused(_) => false,
+            Error::Within { source, .. } => source.is_retryable(),
         }
     }
 
@@ -161,8 +181,9 @@ impl Error {
             Error::Unsigned(_) => ErrorKind::Unsigned,
             Error::FutureVersion { .. } => ErrorKind::FutureVersion,
             Error::Cancelled => ErrorKind::Cancelled,
-            Error::Setting { .. } => ErrorKind::Setting,
+            Error::Setting { .. } | Error::Refused(_) => ErrorKind::Setting,
             Error::DeadLetterTopic(_) | Error::TopicNotAuthorized { .. } => ErrorKind::Kafka,
+            Error::Within { source, .. } => source.kind(),
         }
     }
 }

@@ -8,8 +8,10 @@
 pub mod apply;
 mod batch;
 mod clock;
+pub mod compare;
 mod config;
 mod consumer;
+pub mod database;
 pub mod dead_letter;
 mod decode;
 mod error;
@@ -19,6 +21,7 @@ pub mod lag;
 mod metrics;
 mod migrate;
 pub mod replay;
+pub mod tables;
 mod watermarks;
 
 pub use batch::{apply_records, error_chain, BatchReport, Rejected};

@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use clerk_sync::local::TempPostgres;
 use clerk_sync_core::mirror::{MembershipRow, OrgRow, UserRow};
 use clerk_sync_core::{JsonText, MembershipId, Millis, OrgId, UserId};
+use clerk_sync_local::TempPostgres;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 

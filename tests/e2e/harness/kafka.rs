@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use clerk_sync::local::{KafkaSettings, LocalKafka};
 use clerk_sync_core::Topics;
+use clerk_sync_local::{KafkaSettings, LocalKafka};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -74,8 +74,15 @@ impl TestKafka {
     pub async fn create_topics(&self) -> Result<()> {
         let mut names = self.topics.synced();
         names.push(self.dlq.clone());
-        clerk_sync::topics::ensure_topics(&self.brokers, &[], &names, PARTITIONS, self.replication)
-            .await
+        clerk_sync_kafka::topics::ensure_topics(
+            &self.brokers,
+            &[],
+            &names,
+            PARTITIONS,
+            self.replication,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Writes a record straight to a topic, bypassing ingest (poison records).
@@ -181,11 +188,10 @@ impl TestKafka {
     /// its standard output, or an error quoting its standard error.
     pub async fn kafka_tool(&self, main_class: &str, args: &[&str]) -> Result<String> {
         let classpath =
-            tokio::task::spawn_blocking(clerk_sync::local::kafka::Classpath::find).await??;
+            tokio::task::spawn_blocking(clerk_sync_local::kafka::Classpath::find).await??;
         let scratch = tempfile::tempdir()?;
         let output =
-            clerk_sync::local::kafka::run_tool(&classpath, scratch.path(), main_class, args)
-                .await?;
+            clerk_sync_local::kafka::run_tool(&classpath, scratch.path(), main_class, args).await?;
         anyhow::ensure!(
             output.status.success(),
             "{main_class} {args:?}: {}",

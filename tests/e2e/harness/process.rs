@@ -2,7 +2,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use clerk_sync::local::free_port;
+use clerk_sync_local::free_port;
 use tokio::process::{Child, Command};
 
 use super::{eventually, TestDb, TestKafka, TEST_SECRET};

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
+
+use crate::Error;
+
+type Result<T> = std::result::Result<T, Error>;
 
 /// The dead-letter topic keeps its records 30 days by default: an operator has time to find,
 /// fix and redrive them, whatever the event topics' retention.
@@ -84,9 +87,12 @@ pub async fn create(
     specs: &[TopicSpec],
 ) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> =
-        clerk_sync_kafka::config(clerk_sync_kafka::Role::Admin, brokers, options)
+        crate::config(crate::Role::Admin, brokers, options)
             .create()
-            .context("KAFKA_BROKERS: cannot create a Kafka admin client")?;
+            .map_err(|source| Error::Admin {
+                what: "KAFKA_BROKERS: cannot create a Kafka admin client".to_owned(),
+                source,
+            })?;
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|spec| {
@@ -104,20 +110,25 @@ pub async fn create(
     let results = admin
         .create_topics(&topics, &opts)
         .await
-        .context("creating topics")?;
+        .map_err(|source| Error::Admin {
+            what: "creating topics".to_owned(),
+            source,
+        })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => bail!("creating topic {topic}: {code}"),
+            Err((topic, code)) => {
+                return Err(Error::Topics(format!("creating topic {topic}: {code}")))
+            }
         }
     }
     let differences = differences(admin, specs).await?;
     if !differences.is_empty() {
-        bail!(
+        return Err(Error::Topics(format!(
             "topics exist with other settings than asked: {} (change them with Kafka's \
              kafka-topics --alter / kafka-configs --alter, or recreate them)",
             differences.join("; ")
-        );
+        )));
     }
     Ok(())
 }
@@ -136,7 +147,9 @@ async fn differences(
             admin.clone(),
             specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         );
-        let layout = tokio::task::spawn_blocking(move || layouts(&client, &names)).await??;
+        let layout = tokio::task::spawn_blocking(move || layouts(&client, &names))
+            .await
+            .map_err(|e| Error::Topics(format!("reading the topics back: {e}")))??;
         attempt += 1;
         if layout.iter().all(Option::is_some) || attempt >= 20 {
             break layout;
@@ -150,7 +163,10 @@ async fn differences(
     let described = admin
         .describe_configs(&resources, &AdminOptions::new())
         .await
-        .context("describing the topics' settings")?;
+        .map_err(|source| Error::Admin {
+            what: "describing the topics' settings".to_owned(),
+            source,
+        })?;
     let mut found = Vec::new();
     for ((spec, layout), configs) in specs.iter().zip(layout).zip(described) {
         let Some((partitions, replication)) = layout else {
@@ -170,14 +186,14 @@ async fn differences(
             ));
         }
         let configs =
-            configs.map_err(|code| anyhow::anyhow!("describing {}: {code}", spec.name))?;
+            configs.map_err(|code| Error::Topics(format!("describing {}: {code}", spec.name)))?;
         // Kafka describes every topic with all its settings; none at all is a principal
         // without DescribeConfigs, not a topic whose settings differ.
         if configs.entries.is_empty() {
-            bail!(
+            return Err(Error::Topics(format!(
                 "the brokers show none of {}'s settings (grant this principal DescribeConfigs on it)",
                 spec.name
-            );
+            )));
         }
         let entries = configs.entry_map();
         for (key, wanted) in &spec.configs {
@@ -203,7 +219,10 @@ fn layouts(
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(10))
-        .context("reading the topics back")?;
+        .map_err(|source| Error::Admin {
+            what: "reading the topics back".to_owned(),
+            source,
+        })?;
     Ok(names
         .iter()
         .map(|name| {

@@ -2,7 +2,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context};
+use crate::Result;
 use tempfile::TempDir;
 
 use super::free_port;
@@ -149,7 +150,8 @@ impl TempPostgres {
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("could not start postgres")))
+        Err(last_error
+            .unwrap_or_else(|| crate::Error::Failed("could not start postgres".to_owned())))
     }
 
     fn command(&self, program: &str) -> Command {

@@ -3,7 +3,7 @@
 //! find what is missing here, what is older here than in Clerk, and what is live here but was
 //! not listed (the candidates for pruning). All of backfill's SQL is here.
 
-use anyhow::{Context, Result};
+use crate::{Error, Result};
 use clerk_sync_core::Millis;
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
@@ -166,20 +166,26 @@ struct Listed {
 
 impl DriftDb {
     pub async fn open(url: &Secret) -> Result<Self> {
-        let options: PgConnectOptions = url
-            .expose()
-            .parse()
-            .context("DATABASE_URL: expected a postgres:// URL")?;
+        let options: PgConnectOptions = url.expose().parse().map_err(|source| Error::Database {
+            what: "DATABASE_URL: expected a postgres:// URL".to_owned(),
+            source,
+        })?;
         let mut conn = options
             .application_name("clerk-sync backfill")
             .disable_statement_logging()
             .connect()
             .await
-            .context("DATABASE_URL: cannot connect to the database")?;
+            .map_err(|source| Error::Database {
+                what: "DATABASE_URL: cannot connect to the database".to_owned(),
+                source,
+            })?;
         sqlx::raw_sql(CREATE_LISTED)
             .execute(&mut conn)
             .await
-            .context("DATABASE_URL: the drift check keeps the listing in a temporary table, which this database refuses (a read-only database or replica? point it at the primary)")?;
+            .map_err(|source| Error::Database {
+                what: "DATABASE_URL: the drift check keeps the listing in a temporary table, which this database refuses (a read-only database or replica? point it at the primary)".to_owned(),
+                source,
+            })?;
         let (started_at, started_ms) =
             sqlx::query_as("SELECT now()::text, (extract(epoch FROM now()) * 1000)::bigint")
                 .fetch_one(&mut conn)
@@ -195,14 +201,16 @@ impl DriftDb {
     pub async fn add(&mut self, resource: usize, items: &[Value]) -> Result<()> {
         let mut listed = Listed::default();
         for item in items {
-            let clerk_id = item["id"].as_str().context("a listed object without id")?;
+            let clerk_id = item["id"]
+                .as_str()
+                .ok_or_else(|| Error::Api("a listed object without id".to_owned()))?;
             let time = |field: &str| {
                 item[field]
                     .as_i64()
                     .map(|t| Millis::from_clerk(t).get())
-                    .with_context(|| format!("{clerk_id}: no {field}"))
+                    .ok_or_else(|| Error::Api(format!("{clerk_id}: no {field}")))
             };
-            listed.resource.push(i16::try_from(resource)?);
+            listed.resource.push(resource as i16);
             listed.clerk_id.push(clerk_id.to_owned());
             listed.created_ms.push(time("created_at")?);
             listed.updated_ms.push(time("updated_at")?);
@@ -224,7 +232,10 @@ impl DriftDb {
             .bind(listed.user_id)
             .execute(&mut self.conn)
             .await
-            .context("keeping the listed objects")?;
+            .map_err(|source| Error::Database {
+                what: "keeping the listed objects".to_owned(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -236,11 +247,12 @@ impl DriftDb {
             let live: i64 = sqlx::query_scalar(sql.live)
                 .fetch_one(&mut self.conn)
                 .await
-                .with_context(|| {
-                    format!(
+                .map_err(|source| Error::Database {
+                    what: format!(
                         "DATABASE_URL: reading {} (is the database migrated? `clerk-sync migrate`)",
                         sql.table
-                    )
+                    ),
+                    source,
                 })?;
             let missing: Vec<String> = sqlx::query_scalar(sql.missing)
                 .fetch_all(&mut self.conn)

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::{Error, Result};
 use clerk_sync_core::{error_chain, Secret};
 use serde_json::Value;
 
@@ -27,7 +27,11 @@ impl ClerkApi {
         Ok(ClerkApi {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
-                .build()?,
+                .build()
+                .map_err(|source| Error::Http {
+                    what: "building the HTTP client for CLERK_API_URL".to_owned(),
+                    source,
+                })?,
             base: api_url.trim_end_matches('/').to_owned(),
             secret_key,
             rate,
@@ -54,17 +58,17 @@ impl ClerkApi {
             let response = match response {
                 Ok(r) => r,
                 // Retrying cannot make an untrusted certificate trusted.
-                Err(e) if is_certificate_error(&e) => bail!(
+                Err(e) if is_certificate_error(&e) => return Err(Error::Api(format!(
                     "GET {url}: the server's TLS certificate is not trusted (trust a private CA with SSL_CERT_FILE or SSL_CERT_DIR): {}",
                     error_chain(&e)
-                ),
+                ))),
                 Err(e) if failures < MAX_FAILURES => {
                     failures += 1;
                     tracing::warn!(error = %error_chain(&e), path, "Clerk API request failed; retrying");
                     tokio::time::sleep(backoff(failures)).await;
                     continue;
                 }
-                Err(e) => bail!("GET {url}: {}", error_chain(&e)),
+                Err(e) => return Err(Error::Api(format!("GET {url}: {}", error_chain(&e)))),
             };
             let status = response.status();
             if status.as_u16() == 429 {
@@ -85,15 +89,17 @@ impl ClerkApi {
                 continue;
             }
             match status.as_u16() {
-                401 | 403 => bail!("CLERK_SECRET_KEY: Clerk answered {status} for {url}: expected an instance secret key (sk_…)"),
+                401 | 403 => return Err(Error::Setting(format!("CLERK_SECRET_KEY: Clerk answered {status} for {url}: expected an instance secret key (sk_…)"))),
                 404 => return Ok(None),
-                _ if !status.is_success() => bail!("GET {url} answered {status}"),
+                _ if !status.is_success() => {
+                    return Err(Error::Api(format!("GET {url} answered {status}")))
+                }
                 _ => {}
             }
-            let body = response
-                .json()
-                .await
-                .with_context(|| format!("GET {url}: not JSON"))?;
+            let body = response.json().await.map_err(|source| Error::Http {
+                what: format!("GET {url}: not JSON"),
+                source,
+            })?;
             return Ok(Some(body));
         }
     }
@@ -109,9 +115,12 @@ impl ClerkApi {
             ("order_by", "+created_at".to_owned()),
         ];
         let Some(body) = self.get(path, &query).await? else {
-            bail!("GET {}{path} answered 404 Not Found", self.base);
+            return Err(Error::Api(format!(
+                "GET {}{path} answered 404 Not Found",
+                self.base
+            )));
         };
-        Page::read(body).with_context(|| format!("GET {}{path}", self.base))
+        Page::read(body).map_err(|what| Error::Api(format!("GET {}{path}: {what}", self.base)))
     }
 
     async fn keep_rate(&mut self) {
@@ -135,7 +144,7 @@ pub struct Page {
 }
 
 impl Page {
-    fn read(body: Value) -> Result<Page> {
+    fn read(body: Value) -> Result<Page, &'static str> {
         match body {
             Value::Array(items) => Ok(Page {
                 items,
@@ -145,10 +154,10 @@ impl Page {
                 let total_count = map.get("total_count").and_then(Value::as_u64);
                 match map.remove("data") {
                     Some(Value::Array(items)) => Ok(Page { items, total_count }),
-                    _ => bail!("no `data` array in the answer"),
+                    _ => Err("no `data` array in the answer"),
                 }
             }
-            _ => bail!("unexpected answer"),
+            _ => Err("unexpected answer"),
         }
     }
 }
@@ -160,8 +169,11 @@ fn backoff(failures: u32) -> Duration {
 /// The Clerk API base URL, refused unless it is `https://`, or `http://` to a loopback address
 /// (a local stand-in): anywhere else the secret key would travel in clear.
 pub fn check_api_url(raw: &str) -> Result<reqwest::Url> {
-    let url = reqwest::Url::parse(raw)
-        .with_context(|| format!("CLERK_API_URL: expected an https:// URL, got `{raw}`"))?;
+    let url = reqwest::Url::parse(raw).map_err(|e| {
+        Error::Setting(format!(
+            "CLERK_API_URL: expected an https:// URL, got `{raw}` ({e})"
+        ))
+    })?;
     let host = url.host_str().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host.eq_ignore_ascii_case("localhost")
@@ -171,8 +183,8 @@ pub fn check_api_url(raw: &str) -> Result<reqwest::Url> {
     match url.scheme() {
         "https" => Ok(url),
         "http" if loopback => Ok(url),
-        "http" => bail!("CLERK_API_URL: {raw} is plain http: the secret key would travel in clear; use https:// (http:// is allowed to a loopback address only)"),
-        other => bail!("CLERK_API_URL: expected an https:// URL, got the scheme `{other}`"),
+        "http" => Err(Error::Setting(format!("CLERK_API_URL: {raw} is plain http: the secret key would travel in clear; use https:// (http:// is allowed to a loopback address only)"))),
+        other => Err(Error::Setting(format!("CLERK_API_URL: expected an https:// URL, got the scheme `{other}`"))),
     }
 }
 

@@ -8,7 +8,8 @@ mod node;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context};
+use crate::Result;
 use base64::Engine;
 use rand::RngCore;
 use tempfile::TempDir;
@@ -172,7 +173,7 @@ impl LocalKafka {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("Kafka did not start")))
+        Err(last_error.unwrap_or_else(|| crate::Error::Failed("Kafka did not start".to_owned())))
     }
 
     /// The nodes of a quorum start together (each waits for the others' votes), then each is

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Result;
+use crate::Result;
 use clerk_sync_core::Secret;
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use crate::{Error, Result};
 
 use super::{BackfillSummary, TableDrift, RESOURCES};
 
@@ -122,25 +122,29 @@ pub async fn push(pushgateway: &str, summary: &BackfillSummary) -> Result<()> {
     );
     let response = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
-        .build()?
+        .build()
+        .map_err(|source| Error::Http {
+            what: "building the HTTP client for PUSHGATEWAY_URL".to_owned(),
+            source,
+        })?
         .put(&url)
         .header("content-type", "text/plain; version=0.0.4")
         .body(exposition(summary, std::time::SystemTime::now()))
         .send()
         .await
         .map_err(|e| {
-            anyhow::anyhow!(
+            Error::Push(format!(
                 "PUSHGATEWAY_URL: cannot push to {}: {}",
                 shown(&url),
                 e.without_url()
-            )
+            ))
         })?;
     if !response.status().is_success() {
-        bail!(
+        return Err(Error::Push(format!(
             "PUSHGATEWAY_URL: {} answered {}",
             shown(&url),
             response.status()
-        );
+        )));
     }
     Ok(())
 }
@@ -201,7 +205,7 @@ impl ProgressLine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backfill::Ids;
+    use crate::Ids;
 
     #[test]
     fn the_drift_figures_are_one_gauge_per_table_and_kind_with_the_check_time() {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context};
+use crate::Result;
 use tokio::process::{Child, Command};
 
 use super::jars::Classpath;

@@ -5,8 +5,8 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use anyhow::{Context, Result};
-use serde_json::Value;
+use crate::{Error, Result};
+use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 /// One synced table: its rows as (key, contract columns), in byte order of the key.
@@ -153,8 +153,8 @@ pub async fn compare(
     examples: usize,
     mut on_progress: impl FnMut(&str, u64),
 ) -> Result<Vec<TableReport>> {
-    snapshot(here).await.context("DATABASE_URL")?;
-    snapshot(there).await.context("--with")?;
+    snapshot(here).await.map_err(|e| e.within("DATABASE_URL"))?;
+    snapshot(there).await.map_err(|e| e.within("--with"))?;
     let mut reports = Vec::new();
     for table in &TABLES {
         reports.push(compare_table(here, there, table, examples, &mut on_progress).await?);
@@ -179,10 +179,10 @@ async fn compare_table(
     };
     let mut a = open(here, table)
         .await
-        .with_context(|| format!("DATABASE_URL: reading {}", table.name))?;
+        .map_err(|e| e.within(&format!("DATABASE_URL: reading {}", table.name)))?;
     let mut b = open(there, table)
         .await
-        .with_context(|| format!("--with: reading {}", table.name))?;
+        .map_err(|e| e.within(&format!("--with: reading {}", table.name)))?;
     let (mut x, mut y) = (a.next().await?, b.next().await?);
     let mut reported = 0;
     loop {
@@ -229,10 +229,112 @@ async fn compare_table(
 /// benchmarks' check that contenders end with the same rows).
 pub async fn rows_differing(here: &str, there: &str) -> Result<u64> {
     use sqlx::Connection;
-    let mut here = PgConnection::connect(here).await?;
-    let mut there = PgConnection::connect(there).await?;
+    let mut here = PgConnection::connect(here).await.map_err(Error::Database)?;
+    let mut there = PgConnection::connect(there)
+        .await
+        .map_err(Error::Database)?;
     let reports = compare(&mut here, &mut there, 0, |_, _| {}).await?;
     Ok(reports.iter().map(TableReport::differences).sum())
+}
+
+impl TableReport {
+    /// The report as `--json` prints it; `values` adds what differs (personal data).
+    pub fn json(&self, values: bool) -> Value {
+        let report = self;
+        let examples: Vec<Value> = report
+            .examples
+            .iter()
+            .map(|example| match example {
+                Difference::OnlyHere(key) => json!({"kind": "only_here", "key": key}),
+                Difference::OnlyThere(key) => json!({"kind": "only_there", "key": key}),
+                Difference::Differs { key, columns } => {
+                    let columns: Vec<Value> = columns
+                        .iter()
+                        .map(|(name, here, there)| {
+                            if values {
+                                json!({"column": name, "here": here, "there": there})
+                            } else {
+                                json!({"column": name})
+                            }
+                        })
+                        .collect();
+                    json!({"kind": "differs", "key": key, "columns": columns})
+                }
+            })
+            .collect();
+        json!({"table": report.table, "rows_here": report.rows_here, "rows_there": report.rows_there,
+        "only_here": report.only_here, "only_there": report.only_there,
+        "differing": report.differing, "examples": examples})
+    }
+
+    /// The report as text, a line per example; `values` adds what differs (personal data).
+    pub fn text(&self, values: bool) -> String {
+        let report = self;
+        let mut out = format!(
+            "{}: {} rows in DATABASE_URL, {} in --with",
+            report.table, report.rows_here, report.rows_there
+        );
+        if report.differences() == 0 {
+            out.push_str("; identical\n");
+            return out;
+        }
+        let counts = [
+            (report.only_here, "only in DATABASE_URL"),
+            (report.only_there, "only in --with"),
+            (report.differing, "differ"),
+        ];
+        for (n, what) in counts.iter().filter(|(n, _)| *n > 0) {
+            out.push_str(&format!("; {n} {what}"));
+        }
+        out.push('\n');
+        for example in &report.examples {
+            let line = match example {
+                Difference::OnlyHere(key) => format!("  only in DATABASE_URL  {key}"),
+                Difference::OnlyThere(key) => format!("  only in --with        {key}"),
+                Difference::Differs { key, columns } => {
+                    let columns: Vec<String> = columns
+                        .iter()
+                        .map(|(name, here, there)| {
+                            if values {
+                                format!("{name}: {here} / {there}")
+                            } else {
+                                name.clone()
+                            }
+                        })
+                        .collect();
+                    format!("  differs               {key} ({})", columns.join(", "))
+                }
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let listed = report.examples.len() as u64;
+        if listed < report.differences() {
+            out.push_str(&format!(
+                "  … and {} more (--show N lists more)\n",
+                report.differences() - listed
+            ));
+        }
+        out
+    }
+}
+
+/// A connection to a compared database given by `setting` (`DATABASE_URL`, `--with`), which
+/// off loopback must verify the server's certificate.
+pub async fn connect(url: &clerk_sync_core::Secret, setting: &str) -> Result<PgConnection> {
+    use sqlx::ConnectOptions;
+    let options: sqlx::postgres::PgConnectOptions = url.expose().parse().map_err(|e| {
+        Error::Database(e).within(&format!("{setting}: expected a postgres:// URL"))
+    })?;
+    crate::database::check_verified(&options, setting, false).map_err(Error::Refused)?;
+    // The first page waits for the whole table to be sorted: not a slow statement to warn of.
+    options
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(|e| {
+            Error::Database(e).within(&format!("{setting}: cannot connect to the database"))
+        })
 }
 
 /// The columns whose values differ, in name order.

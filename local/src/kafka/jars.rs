@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context};
+use crate::Result;
 
 /// The Kafka version `pom.xml` pins (and the docs name).
 pub const KAFKA_VERSION: &str = "4.4.0";

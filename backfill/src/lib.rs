@@ -8,14 +8,15 @@
 
 mod api;
 mod drift;
+mod error;
 mod prune;
 pub mod report;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use clerk_sync_core::{record_header, route, Envelope, Secret, Topics};
+pub use error::{Error, Result};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::{json, Value};
@@ -92,10 +93,12 @@ impl BackfillSummary {
 
 /// The event the worker would have received for this object version.
 pub fn synthetic_event(event_type: &str, object: &Value) -> Result<(String, Vec<u8>)> {
-    let id = object["id"].as_str().context("object without id")?;
+    let id = object["id"]
+        .as_str()
+        .ok_or_else(|| Error::Api("a listed object without id".to_owned()))?;
     let updated_at = object["updated_at"]
         .as_i64()
-        .context("object without updated_at")?;
+        .ok_or_else(|| Error::Api(format!("{id}: a listed object without updated_at")))?;
     let body = json!({
         "type": event_type,
         "object": "event",
@@ -109,8 +112,10 @@ pub fn synthetic_event(event_type: &str, object: &Value) -> Result<(String, Vec<
 }
 
 fn save(path: &PathBuf, progress: &Progress) -> Result<()> {
-    std::fs::write(path, serde_json::to_vec(progress)?)
-        .with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_json::to_vec(progress)?).map_err(|source| Error::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
 }
 
 /// What Clerk counts of a resource before it is listed: users have an endpoint for it, the
@@ -120,7 +125,7 @@ async fn total_users(api: &mut ClerkApi) -> Option<u64> {
         Ok(body) => body.and_then(|b| b["total_count"].as_u64()),
         Err(e) => {
             tracing::warn!(
-                error = format!("{e:#}"),
+                error = %clerk_sync_core::error_chain(&e),
                 "cannot read the user count; progress shows none"
             );
             None
@@ -277,9 +282,10 @@ async fn publish(
         return Ok(());
     };
     let Some(signer) = &config.signer else {
-        anyhow::bail!(
+        return Err(Error::Setting(
             "RECORD_SIGNING_KEY is not set: expected the key that signs what backfill publishes"
-        );
+                .to_owned(),
+        ));
     };
     let signature = signer.sign(event_id, event_type, body);
     let headers = clerk_sync_kafka::event_headers(
@@ -299,7 +305,9 @@ async fn publish(
     producer
         .send(record, Timeout::After(Duration::from_secs(30)))
         .await
-        .map_err(|(e, _)| e)
-        .with_context(|| format!("publishing to {topic}"))?;
+        .map_err(|(source, _)| Error::Publish {
+            topic: topic.to_owned(),
+            source,
+        })?;
     Ok(())
 }
