@@ -307,7 +307,7 @@ async fn publish(
         .await
         .map_err(|(source, _)| Error::Publish {
             topic: topic.to_owned(),
-            source,
+            source: clerk_sync_kafka::delivery_error(producer, source),
         })?;
     Ok(())
 }

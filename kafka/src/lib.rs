@@ -17,4 +17,4 @@ pub use clients::{config, Membership, Role};
 pub use error::Error;
 pub use headers::event_headers;
 pub use preflight::refusal;
-pub use replaceable::Replaceable;
+pub use replaceable::{delivery_error, Replaceable};

@@ -259,7 +259,8 @@ pub fn apply(config: &mut ClientConfig, options: &[(String, String)], client: Cl
 /// which may be a secret's value.
 pub fn parse_list(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut entries: Vec<(String, String)> = Vec::new();
-    for piece in text.split(',') {
+    // Empty pieces (an empty setting, a trailing comma) hold nothing.
+    for piece in text.split(',').filter(|p| !p.trim().is_empty()) {
         match piece.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => {
                 refuse_guarantee_breaker(k)?;
@@ -368,6 +369,8 @@ mod tests {
                 ("linger.ms".to_owned(), "5".to_owned())
             ]
         );
+        assert_eq!(parse_list("").expect("empty"), []);
+        assert_eq!(parse_list("linger.ms=5,").expect("trailing comma").len(), 1);
         let e = parse_list("linger.ms=5,=s3cret").expect_err("no key");
         assert!(e.contains("entry 2") && !e.contains("s3cret"), "{e}");
         let e = parse_list("hunter2,linger.ms=5").expect_err("no key");

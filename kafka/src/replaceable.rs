@@ -68,3 +68,15 @@ impl Replaceable {
         }
     }
 }
+
+/// Why `producer` did not deliver: a producer that became unusable (the broker refused its
+/// idempotence id — a principal without `Write` on any topic, say) fails every queued record
+/// as "purged in queue", and only its fatal error says why.
+pub fn delivery_error(producer: &FutureProducer, error: KafkaError) -> KafkaError {
+    match (&error, producer.client().fatal_error()) {
+        (KafkaError::MessageProduction(Code::PurgeQueue), Some((code, _))) => {
+            KafkaError::MessageProduction(code)
+        }
+        _ => error,
+    }
+}

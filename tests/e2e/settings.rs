@@ -107,3 +107,55 @@ async fn a_tolerance_over_an_hour_a_short_record_key_or_a_clock_skew_over_a_day_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn brokers_off_loopback_in_the_clear_stop_every_kafka_role_at_start_up_naming_kafka_brokers_unless_allowed(
+) -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let roles: [(&[&str], (&str, &str)); 4] = [
+        (&["ingest"], ("LISTEN_ADDR", "127.0.0.1:0")),
+        (&["worker"], ("LISTEN_ADDR", "127.0.0.1:0")),
+        (&["lag"], ("KAFKA_GROUP_ID", "g")),
+        (&["dlq", "list"], ("KAFKA_GROUP_ID", "g")),
+    ];
+    for (options, refused) in [
+        ("", true),
+        ("security.protocol=SASL_PLAINTEXT", true),
+        ("security.protocol=SSL", false),
+    ] {
+        for allow in ["false", "true"] {
+            for (args, setting) in roles {
+                let env = [
+                    setting,
+                    ("CLERK_WEBHOOK_SECRET", TEST_SECRET),
+                    ("DATABASE_URL", db.url.as_str()),
+                    ("OPS_LISTEN_ADDR", "127.0.0.1:0"),
+                    ("KAFKA_BROKERS", "kafka.example.invalid:9092"),
+                    ("KAFKA_OPTIONS", options),
+                    ("KAFKA_ALLOW_PLAINTEXT", allow),
+                ];
+                let (_, stderr) = crate::harness::clerk_sync_expecting_exit(
+                    args,
+                    &env,
+                    std::time::Duration::from_secs(3),
+                )
+                .await?;
+                let said = stderr.lines().any(|l| {
+                    l.starts_with(
+                        "error: KAFKA_BROKERS: kafka.example.invalid:9092 is off loopback",
+                    )
+                });
+                let expected = refused && allow == "false";
+                assert_eq!(
+                    said, expected,
+                    "{args:?} with {options:?}, KAFKA_ALLOW_PLAINTEXT={allow}: {stderr}"
+                );
+                if expected {
+                    let errors = stderr.lines().filter(|l| l.starts_with("error")).count();
+                    assert_eq!(errors, 1, "one line: {stderr}");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -228,8 +228,7 @@ pub async fn republish(
     producer
         .send(record, Timeout::After(TIMEOUT))
         .await
-        .map_err(|(e, _)| e)
-        .map_err(Error::Kafka)?;
+        .map_err(|(e, _)| Error::Kafka(clerk_sync_kafka::delivery_error(producer, e)))?;
     Ok(topic)
 }
 
