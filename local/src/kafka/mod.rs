@@ -271,6 +271,11 @@ impl LocalKafka {
             ),
             // A group's first member is assigned at once instead of after 3 s.
             ("group.initial.rebalance.delay.ms", "0".to_owned()),
+            // A killed or frozen node keeps leading its partitions until the controllers fence
+            // it: after 3 s instead of Kafka's 9 (heartbeats every 0.5 s, not 2), so writes to
+            // its partitions stall, and ingest answers 503, for a third as long (README).
+            ("broker.session.timeout.ms", "3000".to_owned()),
+            ("broker.heartbeat.interval.ms", "500".to_owned()),
         ];
         for (key, value) in &self.settings.properties {
             lines.retain(|(k, _)| k != key);
