@@ -47,7 +47,10 @@ async fn cluster_fault(fault: Fault) -> anyhow::Result<()> {
     // builds (100/s × the 5 s publish deadline): the 503s counted are the cluster's.
     let ingest = Ingest::start(
         &kafka,
-        &[("MAX_IN_FLIGHT", "1024"), ("MAX_IN_FLIGHT_PER_PEER", "1024")],
+        &[
+            ("MAX_IN_FLIGHT", "1024"),
+            ("MAX_IN_FLIGHT_PER_PEER", "1024"),
+        ],
     )
     .await?;
     let workers = [
